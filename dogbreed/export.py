@@ -1,0 +1,172 @@
+"""Export a trained BreedClassifier as a self-contained TorchScript file and a SageMaker model.tar.gz.
+
+``model.pt`` takes a **uint8 RGB batch (N, 3, H, W)** of any size (or, through ``predict_images``, a
+list of differently sized uint8 (3, H, W) images), resizes/crops/normalises inside exactly as the
+backbone's weights expect, and returns **class probabilities (N, classes)** (softmax, not logits).
+Class names travel with it as the ``class_names`` attribute and in the ``dogbreed.json`` extra file,
+so loading it needs nothing but torch.
+"""
+
+
+import importlib.util
+import io
+import json
+import logging
+import os
+import tarfile
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from dogbreed.backbones import Preprocess
+from dogbreed.data.transforms import eval_transform
+from dogbreed.model import BreedClassifier
+
+log = logging.getLogger(__name__)
+META_FILE = "dogbreed.json"
+
+
+class ExportedClassifier(nn.Module):
+    """uint8 images in, probabilities out; preprocessing identical to the evaluation transform."""
+
+    class_names: list[str]
+
+    def __init__(self, net: nn.Module, pre: Preprocess, class_names: list[str]) -> None:
+        super().__init__()
+        self.net = net
+        self.resize_size = int(pre.resize_size)
+        self.crop_size = int(pre.crop_size)
+        self.register_buffer("mean", torch.tensor(pre.mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(pre.std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.class_names = list(class_names)
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 3, H, W) → normalised float (N, 3, crop, crop), as torchvision's Resize + CenterCrop."""
+        x = images.float()
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        short, long = min(h, w), max(h, w)
+        new_short, new_long = self.resize_size, int(self.resize_size * long / short)
+        size = [new_short, new_long] if h <= w else [new_long, new_short]
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True).round().clamp(0.0, 255.0)
+        top = int(round((size[0] - self.crop_size) / 2.0))
+        left = int(round((size[1] - self.crop_size) / 2.0))
+        x = x[:, :, top : top + self.crop_size, left : left + self.crop_size]
+        return (x / 255.0 - self.mean) / self.std
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 RGB batch (N, 3, H, W) → probabilities (N, len(class_names))."""
+        return torch.softmax(self.net(self.preprocess(images)), dim=1)
+
+    @torch.jit.export
+    def predict_images(self, images: list[torch.Tensor]) -> torch.Tensor:
+        """Differently sized uint8 (3, H, W) images → probabilities (N, classes)."""
+        batch = torch.cat([self.preprocess(img.unsqueeze(0)) for img in images], dim=0)
+        return torch.softmax(self.net(batch), dim=1)
+
+
+def wrap(model: BreedClassifier) -> ExportedClassifier:
+    """Eager ExportedClassifier around a (CPU, fp32, eval) copy of ``model``'s backbone + head."""
+    net = nn.Sequential(model.backbone, nn.Flatten(1), model.head).float().cpu().eval()
+    return ExportedClassifier(net, model.preprocess, model.class_names).eval()
+
+
+def to_torchscript(model: BreedClassifier) -> torch.jit.ScriptModule:
+    """Trace the network at the crop size (robust for every torchvision backbone), script the wrapper."""
+    eager = wrap(model)
+    example = torch.randn(2, 3, eager.crop_size, eager.crop_size)
+    with torch.no_grad():
+        traced = torch.jit.trace(eager.net, example, check_trace=False)
+    return torch.jit.script(ExportedClassifier(traced, model.preprocess, model.class_names).eval())
+
+
+def metadata(model: BreedClassifier) -> dict:
+    hp = model.hparams
+    return {
+        "format": "dogbreed-torchscript-v1",
+        "input": "uint8 RGB tensor (N, 3, H, W), any H and W",
+        "output": "probabilities (N, num_classes), softmax",
+        "class_names": model.class_names,
+        "backbone": hp.backbone,
+        "weights": hp.weights,
+        "preprocess": model.preprocess.to_dict(),
+    }
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def check_export(model: BreedClassifier, scripted: torch.jit.ScriptModule, seed: int = 0, atol: float = 1e-2) -> float:
+    """Compare the scripted file against the checkpoint model fed by the evaluation transform.
+
+    Returns the largest probability difference; raises if it exceeds ``atol``.
+    """
+    rng = np.random.default_rng(seed)
+    images = [rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8) for h, w in ((300, 260), (240, 320), (256, 256))]
+    transform = eval_transform(model.preprocess)
+    eager_net = nn.Sequential(model.backbone, nn.Flatten(1), model.head).float().cpu().eval()
+    with torch.no_grad():
+        expected = torch.softmax(eager_net(torch.stack([transform(Image.fromarray(a)) for a in images])), dim=1)
+        got = scripted.predict_images([torch.from_numpy(a).permute(2, 0, 1).contiguous() for a in images])
+    diff = float((expected - got).abs().max())
+    if diff > atol:
+        raise RuntimeError(f"Export check failed: TorchScript and checkpoint disagree by {diff:.4g} (> {atol})")
+    return diff
+
+
+def export_torchscript(model: BreedClassifier, path: str | Path) -> Path:
+    """Write ``path`` (TorchScript, atomically) and verify it against ``model``."""
+    path = Path(path)
+    model = model.cpu().float().eval()
+    scripted = to_torchscript(model)
+    buffer = io.BytesIO()
+    torch.jit.save(scripted, buffer, _extra_files={META_FILE: json.dumps(metadata(model))})
+    _atomic_write_bytes(path, buffer.getvalue())
+    diff = check_export(model, torch.jit.load(str(path)))
+    log.info("Exported %s (max |Δp| vs checkpoint = %.2g)", path, diff)
+    return path
+
+
+def handler_source(module: str) -> Path:
+    """Source file of the SageMaker handler module (default ``serve.inference``), found without importing it."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin:
+        raise ModuleNotFoundError(f"export.handler_module={module!r} is not importable; it becomes code/inference.py")
+    return Path(spec.origin)
+
+
+def package(model_pt: str | Path, out: str | Path, handler: str | Path, requirements: list[str] | None = None) -> Path:
+    """Write SageMaker's ``model.tar.gz``: ``model.pt`` + ``code/inference.py`` (+ ``code/requirements.txt``)."""
+    out = Path(out)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(str(model_pt), arcname="model.pt")
+        tar.add(str(handler), arcname="code/inference.py")
+        if requirements:
+            data = ("\n".join(requirements) + "\n").encode()
+            info = tarfile.TarInfo("code/requirements.txt")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    _atomic_write_bytes(out, buffer.getvalue())
+    return out
+
+
+def export_all(model: BreedClassifier, model_dir: str | Path, handler_module: str = "serve.inference") -> dict[str, Path]:
+    """``model_dir/model.pt`` and ``model_dir/model.tar.gz``; returns both paths."""
+    model_dir = Path(model_dir)
+    pt = export_torchscript(model, model_dir / "model.pt")
+    tar = package(pt, model_dir / "model.tar.gz", handler_source(handler_module))
+    return {"model_pt": pt, "model_tar": tar}

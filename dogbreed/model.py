@@ -1,0 +1,168 @@
+"""BreedClassifier: a pretrained torchvision ``backbone`` plus a new ``head``, as a LightningModule."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from dogbreed.backbones import Preprocess, build_backbone
+
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+}
+SCHEDULERS = ("none", "cosine", "onecycle")
+FREEZE_POLICIES = ("frozen", "full", "gradual")
+
+
+def normalise_freeze(freeze: bool | str) -> str:
+    """``true``→frozen, ``false``→full; strings must be one of FREEZE_POLICIES."""
+    if isinstance(freeze, bool):
+        return "frozen" if freeze else "full"
+    if freeze not in FREEZE_POLICIES:
+        raise ValueError(f"model.freeze={freeze!r}: use one of {', '.join(FREEZE_POLICIES)} (or true/false)")
+    return freeze
+
+
+def build_head(in_features: int, num_classes: int, type: str = "linear", hidden_dim: int = 512, dropout: float = 0.0) -> nn.Module:
+    """Linear classifier, or a one-hidden-layer MLP with dropout."""
+    if type == "linear":
+        return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, num_classes)) if dropout else nn.Linear(in_features, num_classes)
+    if type == "mlp":
+        return nn.Sequential(
+            nn.Linear(in_features, hidden_dim), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden_dim, num_classes)
+        )
+    raise ValueError(f"model.head.type={type!r}: use linear or mlp")
+
+
+class BreedClassifier(pl.LightningModule):
+    """Fine-tunes ``backbone`` (torchvision, classifier removed) with a new ``head``.
+
+    ``freeze``: ``frozen`` trains only the head (backbone BatchNorm stays in eval mode); ``full`` trains
+    everything; ``gradual`` trains the head first and unfreezes the backbone at ``unfreeze_at_epoch`` with
+    LR × ``backbone_lr_ratio`` through Lightning's ``BackboneFinetuning`` (added by ``dogbreed.train``).
+    """
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        backbone: str = "resnet50",
+        weights: str | None = "DEFAULT",
+        weights_file: str | None = None,
+        allow_random_init: bool = False,
+        head: Mapping[str, Any] | None = None,
+        freeze: bool | str = "frozen",
+        unfreeze_at_epoch: int = 2,
+        backbone_lr_ratio: float = 0.1,
+        lr: float = 1e-3,
+        optimizer: str = "sgd",
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        scheduler: str = "none",
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"model.optimizer={optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"model.scheduler={scheduler!r}: use one of {', '.join(SCHEDULERS)}")
+        if lr < 0:
+            raise ValueError(f"model.lr must be >= 0, got {lr}")
+        if len(class_names) < 2:
+            raise ValueError(f"need at least 2 classes, got {list(class_names)}")
+        head = dict(head or {})
+        freeze = normalise_freeze(freeze)
+        self.save_hyperparameters(
+            {
+                "class_names": list(class_names), "backbone": backbone, "weights": weights, "weights_file": weights_file,
+                "allow_random_init": allow_random_init, "head": head, "freeze": freeze,
+                "unfreeze_at_epoch": unfreeze_at_epoch, "backbone_lr_ratio": backbone_lr_ratio, "lr": lr,
+                "optimizer": optimizer, "momentum": momentum, "weight_decay": weight_decay,
+                "scheduler": scheduler, "label_smoothing": label_smoothing,
+            }
+        )
+        self.class_names = list(class_names)
+        built = build_backbone(backbone, weights, weights_file, allow_random_init)
+        self.backbone = built.module
+        self.num_features = built.num_features
+        self.preprocess: Preprocess = built.preprocess
+        self.pretrained = built.pretrained
+        self.head = build_head(built.num_features, len(self.class_names), **head)
+        if freeze == "frozen":
+            self.backbone.requires_grad_(False)
+        n = len(self.class_names)
+        self.metrics = nn.ModuleDict(
+            {
+                f"{stage}_acc": MulticlassAccuracy(num_classes=n, average="micro")
+                for stage in ("train", "val", "test")
+            }
+            | {f"{stage}_acc_top5": MulticlassAccuracy(num_classes=n, top_k=min(5, n), average="micro") for stage in ("val", "test")}
+        )
+
+    @property
+    def backbone_frozen(self) -> bool:
+        return not any(p.requires_grad for p in self.backbone.parameters())
+
+    def train(self, mode: bool = True) -> BreedClassifier:
+        """Keep a frozen backbone's BatchNorm/Dropout in eval mode so its statistics never drift."""
+        super().train(mode)
+        if mode and self.backbone_frozen:
+            self.backbone.eval()
+        return self
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.backbone(x), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised image batch (N, 3, H, W) → logits (N, classes)."""
+        return self.head(self.features(x))
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing if stage == "train" else 0.0)
+        on_step = stage == "train"
+        self.log(f"{stage}_loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.metrics[f"{stage}_acc"](logits, y)
+        self.log(f"{stage}_acc", self.metrics[f"{stage}_acc"], on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        if stage != "train":
+            self.metrics[f"{stage}_acc_top5"](logits, y)
+            self.log(f"{stage}_acc_top5", self.metrics[f"{stage}_acc_top5"], on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x = batch[0] if isinstance(batch, list | tuple) else batch
+        return torch.softmax(self(x), dim=1)
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        kwargs: dict[str, Any] = {"lr": hp.lr, "weight_decay": hp.weight_decay}
+        if hp.optimizer == "sgd":
+            kwargs["momentum"] = hp.momentum
+        optimizer = OPTIMIZERS[hp.optimizer](params, **kwargs)
+        if hp.scheduler == "none":
+            return optimizer
+        if hp.scheduler == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.trainer.max_epochs or 1))
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=hp.lr, total_steps=max(1, int(self.trainer.estimated_stepping_batches))
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

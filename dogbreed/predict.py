@@ -1,0 +1,77 @@
+"""Load a trained model in one call and predict PIL images or files.
+
+    from dogbreed import load_model
+    predictor = load_model("outputs/…/model/model.pt")     # or a .ckpt
+    predictor.predict("dog.jpg", top_k=3)
+    # [Prediction(label='001.Affenpinscher', probability=0.93, top_k=[('001.Affenpinscher', 0.93), …])]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dogbreed.data.images import load_rgb, to_rgb
+
+ImageLike = str | Path | Image.Image
+
+
+@dataclass
+class Prediction:
+    label: str
+    probability: float
+    top_k: list[tuple[str, float]] = field(default_factory=list)
+
+
+def load_checkpoint(path: str | Path):
+    """A BreedClassifier from a Lightning checkpoint, without fetching pretrained weights again."""
+    from dogbreed.model import BreedClassifier
+
+    return BreedClassifier.load_from_checkpoint(str(path), map_location="cpu", weights=None, weights_file=None).eval()
+
+
+class Predictor:
+    """Wraps a TorchScript export (or an eager ExportedClassifier) that maps uint8 images to probabilities."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module = module.eval()
+        self.class_names: list[str] = list(module.class_names)
+
+    def _tensor(self, image: ImageLike) -> torch.Tensor:
+        img = to_rgb(image) if isinstance(image, Image.Image) else load_rgb(image)
+        return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+    @torch.inference_mode()
+    def probabilities(self, images: Sequence[ImageLike]) -> torch.Tensor:
+        return self.module.predict_images([self._tensor(i) for i in images])
+
+    def predict(self, image: ImageLike | Sequence[ImageLike], top_k: int = 5) -> list[Prediction]:
+        """One Prediction per image (a single image or path gives a one-element list)."""
+        images = [image] if isinstance(image, str | Path | Image.Image) else list(image)
+        probs = self.probabilities(images)
+        k = max(1, min(top_k, len(self.class_names)))
+        values, indices = probs.topk(k, dim=1)
+        out = []
+        for vals, idxs in zip(values.tolist(), indices.tolist(), strict=True):
+            top = [(self.class_names[i], float(v)) for v, i in zip(vals, idxs, strict=True)]
+            out.append(Prediction(label=top[0][0], probability=top[0][1], top_k=top))
+        return out
+
+
+def load_model(path: str | Path) -> Predictor:
+    """A Predictor from ``model.pt`` (TorchScript), ``model.tar.gz``'s folder, or a ``.ckpt`` file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"No model at {path}: pass a model.pt (TorchScript) or a .ckpt checkpoint")
+    if path.suffix == ".ckpt":
+        from dogbreed.export import wrap
+
+        return Predictor(wrap(load_checkpoint(path)))
+    return Predictor(torch.jit.load(str(path), map_location="cpu"))

@@ -1,0 +1,172 @@
+"""``python -m dogbreed.train [hydra overrides]``: fit, test the best checkpoint, export, report.
+
+``train(cfg)`` is the whole job and returns ``(metrics, objects)`` so tests, sweepers and launch/ call
+it directly; ``main`` is only the ``@hydra.main`` wrapper. Outputs go to ``paths.output_dir``
+(layout in README). The last stdout lines are ``key=value`` pairs, one per final metric.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning.pytorch as pl
+from omegaconf import DictConfig, OmegaConf
+
+from dogbreed.callbacks.metric_lines import FINAL_KEYS, format_value
+from dogbreed.config import CONFIG_DIR, validate
+
+log = logging.getLogger("dogbreed.train")
+
+
+def _instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiate every non-null ``_target_`` entry of a callbacks/logger group, in order."""
+    objects = []
+    for _name, node in (group or {}).items():
+        if node is not None and "_target_" in node:
+            objects.append(hydra.utils.instantiate(node))
+    return objects
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _save_config(cfg: DictConfig, output_dir: Path) -> None:
+    """``.hydra/config.yaml`` as Hydra writes it (kept when Hydra already did)."""
+    target = output_dir / ".hydra" / "config.yaml"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, target)
+
+
+def _finetuning_callback(cfg: DictConfig) -> list[pl.Callback]:
+    from lightning.pytorch.callbacks import BackboneFinetuning
+
+    from dogbreed.model import normalise_freeze
+
+    if normalise_freeze(cfg.model.freeze) != "gradual":
+        return []
+    return [
+        BackboneFinetuning(
+            unfreeze_backbone_at_epoch=int(cfg.model.unfreeze_at_epoch),
+            backbone_initial_ratio_lr=float(cfg.model.backbone_lr_ratio),
+            should_align=True,
+            train_bn=True,
+        )
+    ]
+
+
+def _progress_callback() -> list[pl.Callback]:
+    """Rich progress bar in a terminal; none otherwise (the per-epoch metric lines remain)."""
+    if sys.stdout.isatty():
+        from lightning.pytorch.callbacks import RichProgressBar
+
+        return [RichProgressBar()]
+    return []
+
+
+def build(cfg: DictConfig) -> dict[str, Any]:
+    """Instantiate datamodule, model, callbacks, loggers and trainer from ``cfg``."""
+    datamodule = hydra.utils.instantiate(cfg.data, seed=cfg.get("seed") or 0, _convert_="partial")
+    model = hydra.utils.instantiate(cfg.model, class_names=datamodule.class_names, _convert_="partial")
+    datamodule.preprocess = model.preprocess
+    callbacks = _instantiate_group(cfg.get("callbacks")) + _finetuning_callback(cfg) + _progress_callback()
+    loggers = _instantiate_group(cfg.get("logger"))
+    trainer: pl.Trainer = hydra.utils.instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        enable_progress_bar=any(isinstance(c, pl.callbacks.ProgressBar) for c in callbacks),
+    )
+    return {"cfg": cfg, "datamodule": datamodule, "model": model, "callbacks": callbacks, "loggers": loggers, "trainer": trainer}
+
+
+def _best_checkpoint(trainer: pl.Trainer) -> str | None:
+    ckpt = trainer.checkpoint_callback
+    path = getattr(ckpt, "best_model_path", "") if ckpt is not None else ""
+    return path or None
+
+
+def _metric(metrics: dict, key: str) -> float | None:
+    value = metrics.get(key)
+    return None if value is None else float(value)
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fit, test, export; write metrics.json. Returns ``(metrics, objects)``."""
+    validate(cfg)
+    started = time.perf_counter()
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    _save_config(cfg, output_dir)
+    if cfg.get("seed") is not None:
+        pl.seed_everything(int(cfg.seed), workers=True)
+
+    objects = build(cfg)
+    model, datamodule, trainer = objects["model"], objects["datamodule"], objects["trainer"]
+    log.info(
+        "Backbone %s (%s): %s",
+        cfg.model.backbone,
+        cfg.model.weights,
+        "pretrained weights loaded" if model.pretrained else "RANDOM INITIALISATION",
+    )
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics: dict[str, Any] = {
+        "val_loss": _metric(trainer.callback_metrics, "val_loss"),
+        "val_acc": _metric(trainer.callback_metrics, "val_acc"),
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+    }
+    ckpt_cb = trainer.checkpoint_callback
+    if ckpt_cb is not None and getattr(ckpt_cb, "best_model_score", None) is not None:
+        metrics["val_acc"] = float(ckpt_cb.best_model_score)
+    best = _best_checkpoint(trainer)
+    metrics["best_checkpoint"] = best
+
+    if cfg.get("test", True):
+        results = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        for key, value in (results[0] if results else {}).items():
+            metrics[key] = float(value)
+
+    if cfg.get("export") and cfg.export.get("enabled", True) and not trainer.fast_dev_run and trainer.is_global_zero:
+        from dogbreed.export import export_all
+        from dogbreed.predict import load_checkpoint
+
+        exported_model = load_checkpoint(best) if best else model
+        paths = export_all(exported_model, output_dir / "model", cfg.export.get("handler_module", "serve.inference"))
+        metrics.update({k: str(v) for k, v in paths.items()})
+        print(f"Model exported to {paths['model_pt']} and {paths['model_tar']}", flush=True)
+
+    metrics["objective"] = metrics.get(cfg.get("objective", "val_acc"))
+    metrics["wall_time_s"] = round(time.perf_counter() - started, 2)
+    metrics["output_dir"] = str(output_dir)
+    if trainer.is_global_zero:
+        _write_json(output_dir / "metrics.json", metrics)
+        for key in FINAL_KEYS:
+            if metrics.get(key) is not None:
+                print(f"{key}={format_value(float(metrics[key]))}", flush=True)
+    return metrics, objects
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """CLI entry; returns the objective so Hydra sweepers can optimise it."""
+    metrics, _ = train(cfg)
+    return metrics.get("objective")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Inference: SageMaker handlers (inference.py), a local endpoint and a predict client."""
