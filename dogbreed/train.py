@@ -77,12 +77,20 @@ def _progress_callback() -> list[pl.Callback]:
     return []
 
 
-def build(cfg: DictConfig) -> dict[str, Any]:
-    """Instantiate datamodule, model, callbacks, loggers and trainer from ``cfg``."""
+def build(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict[str, Any]:
+    """Instantiate datamodule, model, callbacks, loggers and trainer from ``cfg``.
+
+    ``extra_callbacks`` are added as they are (e.g. an Optuna pruning callback from launch.tune).
+    """
     datamodule = hydra.utils.instantiate(cfg.data, seed=cfg.get("seed") or 0, _convert_="partial")
     model = hydra.utils.instantiate(cfg.model, class_names=datamodule.class_names, _convert_="partial")
     datamodule.preprocess = model.preprocess
-    callbacks = _instantiate_group(cfg.get("callbacks")) + _finetuning_callback(cfg) + _progress_callback()
+    callbacks = [
+        *_instantiate_group(cfg.get("callbacks")),
+        *_finetuning_callback(cfg),
+        *_progress_callback(),
+        *(extra_callbacks or []),
+    ]
     loggers = _instantiate_group(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer,
@@ -104,7 +112,7 @@ def _metric(metrics: dict, key: str) -> float | None:
     return None if value is None else float(value)
 
 
-def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit, test, export; write metrics.json. Returns ``(metrics, objects)``."""
     validate(cfg)
     started = time.perf_counter()
@@ -114,7 +122,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     if cfg.get("seed") is not None:
         pl.seed_everything(int(cfg.seed), workers=True)
 
-    objects = build(cfg)
+    objects = build(cfg, extra_callbacks)
     model, datamodule, trainer = objects["model"], objects["datamodule"], objects["trainer"]
     log.info(
         "Backbone %s (%s): %s",
