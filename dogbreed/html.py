@@ -1,0 +1,81 @@
+"""Self-contained HTML reports (no CDN, opens offline): matplotlib figures inlined as base64 PNG."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
+h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.3rem}
+table{border-collapse:collapse;width:100%;margin:.5rem 0}th,td{border:1px solid #ddd;padding:.35rem .5rem;text-align:left;vertical-align:top}
+th{background:#f5f5f5}.IssuesFound{color:#b00020;font-weight:600}.NoIssuesFound{color:#1b7f3b}.Error{color:#8a6d00;font-weight:600}
+img.plot{max-width:100%;height:auto;display:block;margin:.5rem 0}.muted{color:#666}
+"""
+
+
+def esc(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def figure_img(fig: Any, alt: str) -> str:
+    """A matplotlib figure as an inline ``<img class="plot">`` (closes the figure)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'<img class="plot" alt="{esc(alt)}" src="data:image/png;base64,{data}">'
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], status_col: int | None = None) -> str:
+    """An HTML table; cells are escaped; ``status_col`` cells get their value as CSS class."""
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = []
+    for row in rows:
+        cells = []
+        for i, cell in enumerate(row):
+            cls = f' class="{esc(cell)}"' if i == status_col else ""
+            cells.append(f"<td{cls}>{esc(cell)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def rules_table(rules: Sequence[Any]) -> str:
+    """The shared rule-result table (name, status, step, message, recommendation)."""
+    return table(
+        ["Rule", "Status", "Step", "Message", "Recommendation"],
+        ([r.name, r.status, r.step if r.step is not None else "", r.message, r.recommendation] for r in rules),
+        status_col=1,
+    )
+
+
+def page(title: str, sections: Sequence[tuple[str, str]], subtitle: str = "") -> str:
+    """A full HTML document: ``sections`` are (heading, inner HTML) pairs."""
+    parts = [f"<h2>{esc(h)}</h2>\n{body}" for h, body in sections]
+    sub = f'<p class="muted">{esc(subtitle)}</p>' if subtitle else ""
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+        f"<style>{STYLE}</style></head><body><h1>{esc(title)}</h1>{sub}\n" + "\n".join(parts) + "\n</body></html>\n"
+    )
+
+
+def write_html_atomic(path: str | Path, document: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(document)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
