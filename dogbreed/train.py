@@ -20,10 +20,25 @@ import hydra
 import lightning.pytorch as pl
 from omegaconf import DictConfig, OmegaConf
 
+from dogbreed.backbones import WeightsUnavailableError
 from dogbreed.callbacks.metric_lines import FINAL_KEYS, format_value
-from dogbreed.config import CONFIG_DIR, validate
+from dogbreed.config import CONFIG_DIR, ConfigError, validate
+from dogbreed.data.layout import DatasetError
 
 log = logging.getLogger("dogbreed.train")
+
+
+def instantiate(node: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that re-raises the target's own error (e.g. DatasetError, ValueError
+    naming the key) instead of Hydra's wrapper, so users see the actionable message first."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        if exc.__cause__ is not None:
+            raise exc.__cause__ from None
+        raise
 
 
 def _instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -31,7 +46,7 @@ def _instantiate_group(group: DictConfig | None) -> list[Any]:
     objects = []
     for _name, node in (group or {}).items():
         if node is not None and "_target_" in node:
-            objects.append(hydra.utils.instantiate(node))
+            objects.append(instantiate(node))
     return objects
 
 
@@ -82,8 +97,8 @@ def build(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
 
     ``extra_callbacks`` are added as they are (e.g. an Optuna pruning callback from launch.tune).
     """
-    datamodule = hydra.utils.instantiate(cfg.data, seed=cfg.get("seed") or 0, _convert_="partial")
-    model = hydra.utils.instantiate(cfg.model, class_names=datamodule.class_names, _convert_="partial")
+    datamodule = instantiate(cfg.data, seed=cfg.get("seed") or 0, _convert_="partial")
+    model = instantiate(cfg.model, class_names=datamodule.class_names, _convert_="partial")
     datamodule.preprocess = model.preprocess
     callbacks = [
         *_instantiate_group(cfg.get("callbacks")),
@@ -92,7 +107,9 @@ def build(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         *(extra_callbacks or []),
     ]
     loggers = _instantiate_group(cfg.get("logger"))
-    trainer: pl.Trainer = hydra.utils.instantiate(
+    if not loggers:  # LearningRateMonitor refuses to run without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
+    trainer: pl.Trainer = instantiate(
         cfg.trainer,
         callbacks=callbacks,
         logger=loggers or False,
@@ -169,10 +186,22 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     return metrics, objects
 
 
+USER_ERRORS: tuple[type[BaseException], ...] = (DatasetError, ConfigError, WeightsUnavailableError, FileNotFoundError, ValueError)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """CLI entry; returns the objective so Hydra sweepers can optimise it."""
-    metrics, _ = train(cfg)
+    """CLI entry; returns the objective so Hydra sweepers can optimise it.
+
+    Errors a user can fix (missing data, bad config values, unavailable weights) print one clear
+    message and exit with status 2 instead of a stack trace.
+    """
+    try:
+        metrics, _ = train(cfg)
+    except USER_ERRORS as exc:
+        log.error("%s", exc)
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
     return metrics.get("objective")
 
 
