@@ -29,7 +29,7 @@ from tqdm import tqdm
 from dogbreed.data.layout import DatasetError, count_images, find_splits
 
 DEFAULT_URL = "https://s3-us-west-1.amazonaws.com/udacity-aind/dog-project/dogImages.zip"
-CHUNK = 1 << 20
+CHUNK = 1 << 16  # read size: an interrupted transfer loses at most this much of what it had received
 _MD5_ETAG = re.compile(r'^"?([0-9a-fA-F]{32})"?$')
 _JUNK_NAMES = (".DS_Store", "Thumbs.db")
 
@@ -115,6 +115,7 @@ def fetch(
     retry_wait: float = 2.0,
     progress: bool = True,
     timeout: float = 60.0,
+    echo: Callable[[str], None] = _stderr,
 ) -> Path:
     """Download ``url`` to ``archive``, resuming ``archive.part`` with HTTP Range after an interruption."""
     part = archive.with_name(archive.name + ".part")
@@ -125,18 +126,29 @@ def fetch(
             try:
                 _fetch_once(session, url, part, meta, checksum, progress, timeout)
                 break
+            except DownloadError:
+                if not part.exists():  # removed after a checksum mismatch: nothing left to resume
+                    meta.unlink(missing_ok=True)
+                raise
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError, _Short) as exc:
                 have = part.stat().st_size if part.exists() else 0
                 if attempt == retries:
                     raise DownloadError(
-                        f"download of {url} interrupted after {have:,} bytes ({exc}). The partial file "
+                        f"download of {url} interrupted after {have:,} bytes ({_reason(exc)}). The partial file "
                         f"{part} is kept: run the same command again to resume."
                     ) from exc
-                _stderr(f"transfer interrupted at {have:,} bytes ({exc}); resuming in {retry_wait:.0f} s")
+                echo(f"transfer interrupted at {have:,} bytes ({_reason(exc)}); resuming in {retry_wait * 2**attempt:g} s")
                 time.sleep(retry_wait * 2**attempt)
     meta.unlink(missing_ok=True)
     os.replace(part, archive)
     return archive
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost message of requests' wrapped urllib3 errors."""
+    while exc.args and isinstance(exc.args[0], BaseException):
+        exc = exc.args[0]
+    return str(exc.args[0]) if exc.args else type(exc).__name__
 
 
 def _fetch_once(session, url, part: Path, meta: Path, checksum, progress: bool, timeout: float) -> None:
@@ -294,15 +306,22 @@ def download(
             _verify_keep(zip_path, checksum)
     else:
         zip_path = dest / name
+        if force:
+            zip_path.unlink(missing_ok=True)
         if zip_path.exists():
             echo(f"using the complete archive {zip_path} downloaded earlier")
             if checksum is not None:
                 _verify(zip_path, checksum, _hash_file(zip_path, checksum).hexdigest())
         else:
             echo(f"downloading {url} -> {zip_path}")
-            fetch(url, zip_path, checksum, retries=retries, retry_wait=retry_wait, progress=progress)
+            fetch(url, zip_path, checksum, retries=retries, retry_wait=retry_wait, progress=progress, echo=echo)
     echo(f"extracting {zip_path} -> {target}")
-    extract(zip_path, target, progress=progress)
+    try:
+        extract(zip_path, target, progress=progress)
+    except DownloadError as exc:
+        if not archive:
+            exc.args = (f"{exc} The downloaded archive is kept at {zip_path}: delete it, or pass --force to fetch it again.",)
+        raise
     if not archive and not keep_archive:
         zip_path.unlink()
     return Result(target, False, f"{target} is ready ({_describe(target)}). Next: python -m dogbreed.data check {target}")
