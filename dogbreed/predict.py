@@ -29,10 +29,18 @@ class Prediction:
 
 
 def load_checkpoint(path: str | Path):
-    """A BreedClassifier from a Lightning checkpoint, without fetching pretrained weights again."""
+    """A BreedClassifier from a Lightning checkpoint, without fetching pretrained weights again.
+
+    ``weights=None`` only skips the download: the preprocessing (resize, crop, mean, std) must still be the
+    one of the weights the model was trained with (MobileNetV2 V1 resizes to 256, its DEFAULT V2 to 232).
+    """
+    from dogbreed.backbones import preprocess_for
     from dogbreed.model import BreedClassifier
 
-    return BreedClassifier.load_from_checkpoint(str(path), map_location="cpu", weights=None, weights_file=None).eval()
+    model = BreedClassifier.load_from_checkpoint(str(path), map_location="cpu", weights=None, weights_file=None)
+    trained_with = torch.load(str(path), map_location="cpu", weights_only=False)["hyper_parameters"].get("weights")
+    model.preprocess = preprocess_for(model.hparams.backbone, trained_with)
+    return model.eval()
 
 
 class Predictor:
