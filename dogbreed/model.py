@@ -67,6 +67,7 @@ class BreedClassifier(pl.LightningModule):
         weight_decay: float = 0.0,
         scheduler: str = "none",
         label_smoothing: float = 0.0,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
         if optimizer not in OPTIMIZERS:
@@ -85,12 +86,14 @@ class BreedClassifier(pl.LightningModule):
                 "allow_random_init": allow_random_init, "head": head, "freeze": freeze,
                 "unfreeze_at_epoch": unfreeze_at_epoch, "backbone_lr_ratio": backbone_lr_ratio, "lr": lr,
                 "optimizer": optimizer, "momentum": momentum, "weight_decay": weight_decay,
-                "scheduler": scheduler, "label_smoothing": label_smoothing,
+                "scheduler": scheduler, "label_smoothing": label_smoothing, "channels_last": channels_last,
             }
         )
         self.class_names = list(class_names)
         built = build_backbone(backbone, weights, weights_file, allow_random_init)
         self.backbone = built.module
+        if channels_last:  # NHWC convolutions: faster on oneDNN CPUs and tensor-core GPUs
+            self.backbone.to(memory_format=torch.channels_last)
         self.num_features = built.num_features
         self.preprocess: Preprocess = built.preprocess
         self.pretrained = built.pretrained
@@ -118,6 +121,8 @@ class BreedClassifier(pl.LightningModule):
         return self
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return torch.flatten(self.backbone(x), 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -126,7 +131,8 @@ class BreedClassifier(pl.LightningModule):
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch
-        logits = self(x)
+        # 2-D input = cached backbone features (frozen backbone + data.cache): only the head runs.
+        logits = self.head(x.float()) if x.ndim == 2 else self(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing if stage == "train" else 0.0)
         on_step = stage == "train"
         self.log(f"{stage}_loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(y))
@@ -149,6 +155,14 @@ class BreedClassifier(pl.LightningModule):
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x = batch[0] if isinstance(batch, list | tuple) else batch
         return torch.softmax(self(x), dim=1)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the input preprocessing, so a checkpoint loaded without its weights enum still resizes right."""
+        checkpoint["dogbreed"] = {"preprocess": self.preprocess.to_dict()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "dogbreed" in checkpoint:
+            self.preprocess = Preprocess(**checkpoint["dogbreed"]["preprocess"])
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams

@@ -31,16 +31,12 @@ class Prediction:
 def load_checkpoint(path: str | Path):
     """A BreedClassifier from a Lightning checkpoint, without fetching pretrained weights again.
 
-    ``weights=None`` only skips the download: the preprocessing (resize, crop, mean, std) must still be the
-    one of the weights the model was trained with (MobileNetV2 V1 resizes to 256, its DEFAULT V2 to 232).
+    ``weights=None`` only skips the download: the preprocessing (resize, crop, mean, std) of the weights the
+    model was trained with is restored from the checkpoint (``BreedClassifier.on_load_checkpoint``).
     """
-    from dogbreed.backbones import preprocess_for
     from dogbreed.model import BreedClassifier
 
-    model = BreedClassifier.load_from_checkpoint(str(path), map_location="cpu", weights=None, weights_file=None)
-    trained_with = torch.load(str(path), map_location="cpu", weights_only=False)["hyper_parameters"].get("weights")
-    model.preprocess = preprocess_for(model.hparams.backbone, trained_with)
-    return model.eval()
+    return BreedClassifier.load_from_checkpoint(str(path), map_location="cpu", weights=None, weights_file=None).eval()
 
 
 class Predictor:

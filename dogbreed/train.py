@@ -24,6 +24,7 @@ from dogbreed.backbones import WeightsUnavailableError
 from dogbreed.callbacks.metric_lines import FINAL_KEYS, format_value
 from dogbreed.config import CONFIG_DIR, ConfigError, validate
 from dogbreed.data.layout import DatasetError
+from dogbreed.perf import auto_precision
 
 log = logging.getLogger("dogbreed.train")
 
@@ -99,7 +100,7 @@ def build(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     """
     datamodule = instantiate(cfg.data, seed=cfg.get("seed") or 0, _convert_="partial")
     model = instantiate(cfg.model, class_names=datamodule.class_names, _convert_="partial")
-    datamodule.preprocess = model.preprocess
+    datamodule.attach_model(model)
     callbacks = [
         *_instantiate_group(cfg.get("callbacks")),
         *_finetuning_callback(cfg),
@@ -109,8 +110,13 @@ def build(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     loggers = _instantiate_group(cfg.get("logger"))
     if not loggers:  # LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
+    precision = cfg.trainer.get("precision", "32-true")
+    if precision == "auto":
+        precision = auto_precision(cfg.trainer.get("accelerator", "auto"))
+        log.info("trainer.precision=auto → %s", precision)
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
+        precision=precision,
         callbacks=callbacks,
         logger=loggers or False,
         enable_progress_bar=any(isinstance(c, pl.callbacks.ProgressBar) for c in callbacks),

@@ -13,6 +13,14 @@ from omegaconf import DictConfig
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("PYTHONWARNINGS", "ignore")
 
+@pytest.fixture(scope="session", autouse=True)
+def _feature_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Keep the feature cache out of the user's home (and shared across this session's runs)."""
+    path = tmp_path_factory.mktemp("feature-cache")
+    os.environ["DOGBREED_CACHE_DIR"] = str(path)
+    return path
+
+
 TINY_SPEC = {
     "num_classes": 4,
     "train_per_class": 12,

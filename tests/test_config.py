@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dogbreed.config import CONFIG_DIR, ConfigError, compose, validate
+from dogbreed.perf import auto_precision
 
 
 def options(group: str) -> list[str]:
@@ -65,7 +66,8 @@ def test_every_trainer_option_instantiates(name, tmp_path):
     cfg = compose("train", [f"trainer={name}", f"paths.output_dir={tmp_path}"])
     if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
         pytest.skip("no GPU on this machine: the gpu/ddp trainer options need one")
-    trainer = hydra.utils.instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
+    precision = auto_precision(cfg.trainer.accelerator) if cfg.trainer.precision == "auto" else cfg.trainer.precision
+    trainer = hydra.utils.instantiate(cfg.trainer, precision=precision, logger=False, enable_progress_bar=False)
     assert trainer.max_epochs == cfg.trainer.max_epochs
 
 

@@ -119,3 +119,13 @@ def test_export_check_rejects_a_mismatching_file(trained_run):
 def test_load_model_missing_file_is_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="model.pt"):
         load_model(tmp_path / "nothing.pt")
+
+
+def test_checkpoint_keeps_the_trained_preprocessing(trained_run):
+    from dogbreed.backbones import preprocess_for
+    from dogbreed.predict import load_checkpoint
+
+    # MobileNetV2 IMAGENET1K_V1 resizes to 256; loading with weights=None must not switch to DEFAULT's 232.
+    model = load_checkpoint(trained_run["best_checkpoint"])
+    assert model.preprocess == preprocess_for("mobilenet_v2", "IMAGENET1K_V1")
+    assert model.preprocess.resize_size == 256

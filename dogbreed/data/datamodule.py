@@ -10,13 +10,15 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 
 from dogbreed.backbones import Preprocess
 from dogbreed.data import layout as layout_mod
+from dogbreed.data.feature_cache import CachedFeatures, FeatureCache, file_digest
 from dogbreed.data.images import load_rgb
 from dogbreed.data.transforms import eval_transform, train_transform
+from dogbreed.perf import FeatureExtractor
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         augment: Mapping | None = None,
         verify: bool = False,
         synthetic: Mapping | None = None,
+        cache: Mapping | None = None,
         preprocess: Preprocess | None = None,
         seed: int = 42,
     ) -> None:
@@ -71,20 +74,56 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.verify = verify
         self.seed = seed
         self.preprocess = preprocess or Preprocess()
+        self.cache = {"enabled": False, "dir": None, "views": 1, "batch_size": 64, **dict(cache or {})}
+        self.extractor: FeatureExtractor | None = None
+        self.cache_key_parts: dict[str, Any] = {}
         self.layout = layout_mod.find_splits(self.root)
         self.class_names: list[str] = layout_mod.check_structure(self.layout)
-        self.datasets: dict[str, ImageFolder] = {}
+        self.datasets: dict[str, Dataset] = {}
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def _dataset(self, split: str) -> ImageFolder:
+    @property
+    def uses_feature_cache(self) -> bool:
+        return self.extractor is not None
+
+    def attach_model(self, model: Any) -> None:
+        """Take the model's preprocessing; with a frozen backbone and ``data.cache.enabled``, serve cached
+        backbone features instead of images (the model then runs only its head)."""
+        self.preprocess = model.preprocess
+        if self.cache["enabled"] and model.hparams.freeze == "frozen":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            self.extractor = FeatureExtractor(model.backbone, device=device, fast=bool(self.cache.get("fast", True)))
+            hp = model.hparams
+            self.cache_key_parts = {
+                "backbone": hp.backbone,
+                "weights": hp.weights if model.pretrained else None,
+                "weights_file": file_digest(hp.weights_file) if hp.weights_file else None,
+                "random_init_seed": None if model.pretrained else self.seed,
+                "preprocess": self.preprocess.to_dict(),
+                "augment": self.augment,
+                "extractor": self.extractor.describe(),
+                "torch": torch.__version__.split("+")[0],
+            }
+            log.info("Feature cache on (%s): the frozen backbone runs once per image and view", self.extractor.describe())
+
+    def _dataset(self, split: str) -> Dataset:
         transform = train_transform(self.preprocess, self.augment) if split == "train" else eval_transform(self.preprocess)
         ds = ImageFolder(str(self.layout.splits[split]), transform=transform, loader=_Loader(self.preprocess.resize_size))
         if ds.classes != self.class_names:
             raise layout_mod.DatasetError(f"{self.layout.splits[split]}: class folders changed since the dataset was checked")
-        return ds
+        if self.extractor is None:
+            return ds
+        views = max(1, int(self.cache["views"])) if split == "train" else 1
+        cache = FeatureCache(self.cache.get("dir"), self.cache_key_parts)
+        features = cache.features(
+            split, [p for p, _ in ds.samples], views, self.extractor, eval_transform(self.preprocess),
+            train_transform(self.preprocess, self.augment), self.preprocess.resize_size,
+            batch_size=int(self.cache["batch_size"]), num_workers=self.num_workers,
+        )
+        return CachedFeatures(features, ds.targets, random_view=split == "train")
 
     def setup(self, stage: str | None = None) -> None:
         if self.verify and not getattr(self, "_verified", False):
@@ -111,6 +150,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
         if split not in self.datasets:
             self.setup(None)
         generator = torch.Generator().manual_seed(self.seed)
+        if self.uses_feature_cache:  # in-memory tensors: worker processes would only add latency
+            return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=shuffle, generator=generator)
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,

@@ -1,0 +1,81 @@
+"""Fast-path decisions: which precision to use here, and a backbone tuned for frozen feature extraction.
+
+Measured on a 2-core AVX512-BF16 CPU (ResNet-50 forward, batch 32, see bench/train.py): fp32 ≈ 16 img/s,
+bf16 autocast + channels_last ≈ 53, bf16 weights + channels_last + ``torch.jit.freeze`` ≈ 78.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from functools import cache
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+@cache
+def cpu_supports_bf16() -> bool:
+    """True when oneDNN has native bf16 kernels on this CPU (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def auto_precision(accelerator: str = "auto") -> str:
+    """``trainer.precision=auto``: bf16-mixed on GPUs that support it and on bf16-capable CPUs, else 32-true."""
+    use_cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if cpu_supports_bf16() else "32-true"
+
+
+class FeatureExtractor:
+    """Frozen backbone → pooled features, as fast as this device allows.
+
+    CPU with bf16: a bf16, channels_last copy traced and frozen with TorchScript (conv+BN folding, oneDNN).
+    CUDA: channels_last under bf16 autocast. Otherwise fp32 channels_last. Always inference mode.
+    """
+
+    def __init__(self, backbone: nn.Module, device: str | torch.device = "cpu", fast: bool = True) -> None:
+        self.device = torch.device(device)
+        net = copy.deepcopy(backbone).eval().to(self.device)
+        self.dtype = torch.float32
+        self.autocast = False
+        if fast:
+            net = net.to(memory_format=torch.channels_last)
+            if self.device.type == "cuda":
+                self.autocast = True
+            elif cpu_supports_bf16():
+                self.dtype = torch.bfloat16
+                net = net.to(torch.bfloat16)
+        self.fast = fast
+        self.net = net
+        self._frozen: torch.jit.ScriptModule | None = None
+
+    def describe(self) -> str:
+        mode = "bf16 weights + channels_last + jit.freeze" if self.dtype == torch.bfloat16 else "fp32"
+        if self.autocast:
+            mode = "bf16 autocast + channels_last"
+        return f"{mode} on {self.device}"
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised float images (N, 3, H, W) → features (N, D) in float32."""
+        x = images.to(self.device, non_blocking=True)
+        if self.fast:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.to(self.dtype)
+        if self.autocast:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                out = self.net(x)
+        elif self.dtype == torch.bfloat16:
+            if self._frozen is None:
+                self._frozen = torch.jit.freeze(torch.jit.trace(self.net, x, check_trace=False))
+            out = self._frozen(x)
+        else:
+            out = self.net(x)
+        return torch.flatten(out, 1).float().cpu()
