@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 import stat
 import threading
@@ -43,6 +44,7 @@ class ZipServer(ThreadingHTTPServer):
         self.drop_after: int | None = None  # bytes of the body sent before the connection is cut
         self.drops = 0  # how many transfers to cut
         self.requests: list[dict[str, str]] = []
+        self.fail_with: list[int] = []  # status codes to answer the next requests with, in order
         self.bytes_sent = 0
 
     @property
@@ -56,6 +58,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         srv, body = self.server, self.server.payload
         srv.requests.append(dict(self.headers))
+        if srv.fail_with:
+            self.send_error(srv.fail_with.pop(0))
+            return
         start = 0
         match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
         if match and srv.ranges and self.headers.get("If-Range", srv.etag) == srv.etag:
@@ -120,6 +125,9 @@ def test_download_extracts_atomically_and_rerun_is_a_noop(server, tmp_path, synt
     assert tree(target) == source_tree(synthetic_root)  # junk (__MACOSX) skipped, nothing else added
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["dogImages"]  # no archive, .part or temp folder
     assert "train 48, valid 16, test 16 images" in result.message
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o777 & ~umask  # not the temp folder's private 0700
     again = get(server.url, tmp_path / "data")
     assert again.skipped and "already there" in again.message
     assert len(server.requests) == 1  # the rerun did not touch the network
@@ -232,3 +240,20 @@ def test_bad_archives_and_targets_say_what_to_do(tmp_path, synthetic_root):
     with pytest.raises(DownloadError, match="is not a zip archive"):
         download(archive=tmp_path / "notzip.zip", dest=tmp_path / "d2", progress=False, echo=lambda m: None)
     assert main(["download", "--url", "http://127.0.0.1:9/data.tar", "--dest", str(tmp_path)]) == 2
+
+
+def test_server_errors_are_retried_and_client_errors_are_not(server, tmp_path, synthetic_root):
+    server.fail_with = [503, 502]
+    get(server.url, tmp_path, retries=2)
+    assert len(server.requests) == 3 and tree(tmp_path / "dogImages") == source_tree(synthetic_root)
+    server.fail_with = [404]
+    with pytest.raises(DownloadError, match=r"GET http://127\.0\.0\.1:\d+/dog-project/dogImages\.zip answered HTTP 404.*--url"):
+        get(server.url, tmp_path / "other", retries=3)
+    assert len(server.requests) == 4
+
+
+def test_complete_partial_file_is_not_fetched_again(server, tmp_path, synthetic_root, payload):
+    (tmp_path / "dogImages.zip.part").write_bytes(payload)  # e.g. killed after the last byte, before the rename
+    get(server.url, tmp_path)
+    assert server.requests[0]["Range"] == f"bytes={len(payload)}-" and server.bytes_sent == 0
+    assert tree(tmp_path / "dogImages") == source_tree(synthetic_root)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -24,6 +25,9 @@ def test_grid_and_chart_are_written(synthetic_root: Path, tmp_path: Path, capsys
         pixels = np.asarray(g.convert("L"))
         assert pixels.std() > 20  # actual pictures, not a blank canvas
     assert sorted(p.name for p in tmp_path.iterdir()) == ["class_counts.png", "samples_valid.png"]  # no temp files
+    umask = os.umask(0)
+    os.umask(umask)
+    assert grid.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_samples_follow_split_and_seed(synthetic_root: Path, tmp_path: Path):

@@ -103,8 +103,8 @@ def _etag_checksum(headers) -> Checksum | None:
     return Checksum("md5", match.group(1).lower(), "the server's ETag") if match else None
 
 
-class _Short(Exception):
-    """The server closed the connection before sending every byte it announced."""
+class _Retryable(Exception):
+    """A transient failure (connection cut short, server error): retry, resuming what we have."""
 
 
 def fetch(
@@ -130,7 +130,7 @@ def fetch(
                 if not part.exists():  # removed after a checksum mismatch: nothing left to resume
                     meta.unlink(missing_ok=True)
                 raise
-            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError, _Short) as exc:
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError, _Retryable) as exc:
                 have = part.stat().st_size if part.exists() else 0
                 if attempt == retries:
                     raise DownloadError(
@@ -163,9 +163,11 @@ def _fetch_once(session, url, part: Path, meta: Path, checksum, progress: bool, 
         if r.status_code == 416 and have:  # nothing left to send: the partial file may already be whole
             total = int(r.headers.get("Content-Range", "*/-1").rpartition("/")[2] or -1)
             if total == have:
-                return _finish(part, checksum)
+                return _finish(part, checksum or _etag_checksum(r.headers))
             part.unlink()
-            raise _Short("the server rejected the resume range; starting over")
+            raise _Retryable("the server rejected the resume range; starting over")
+        if r.status_code >= 500:
+            raise _Retryable(f"HTTP {r.status_code} {r.reason}")
         if r.status_code not in (200, 206):
             raise DownloadError(f"GET {url} answered HTTP {r.status_code} {r.reason}; check --url.")
         if r.status_code == 200 or not r.headers.get("Content-Range", "").startswith(f"bytes {have}-"):
@@ -185,7 +187,7 @@ def _fetch_once(session, url, part: Path, meta: Path, checksum, progress: bool, 
                 bar.update(len(block))
         got = part.stat().st_size
         if total is not None and got < total:
-            raise _Short(f"got {got:,} of {total:,} bytes")
+            raise _Retryable(f"got {got:,} of {total:,} bytes")
     _finish(part, checksum)
 
 
@@ -259,6 +261,10 @@ def _dataset_folder(tmp: Path, archive: Path) -> Path:
 
 
 def _move_into_place(src: Path, target: Path) -> None:
+    """Rename ``src`` to ``target`` (replacing it), with the permissions a plain mkdir would give."""
+    umask = os.umask(0)
+    os.umask(umask)
+    src.chmod(0o777 & ~umask)  # mkdtemp made it private
     old = None
     if target.exists():
         old = target.with_name(f".{target.name}-old-{os.getpid()}")

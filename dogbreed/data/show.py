@@ -10,7 +10,6 @@ import math
 import os
 import random
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,15 +49,14 @@ def pick_samples(split_dir: Path, n: int, seed: int) -> list[tuple[str, Path]]:
 
 
 def _save(fig: Figure, out: Path) -> Path:
+    """Write atomically: a temp file beside ``out`` (created with the usual permissions), then rename."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}-", suffix=".png")
-    os.close(fd)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         fig.savefig(tmp, format="png")
         os.replace(tmp, out)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
     return out
 
 
