@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -104,11 +105,20 @@ def main() -> None:
         path.read_bytes()
     rates = {}
     for workers in (1, args.workers):
+        cpu = _cpu_seconds()
         report = run_check(root, workers=workers)
+        cpu_ms = (_cpu_seconds() - cpu) / report.files * 1e3
         rates[workers] = report.images_per_s
         print(f"check, {workers} worker{'s' * (workers > 1)}: {report.files:,} images in {report.seconds:.1f} s = "
-              f"{report.images_per_s:,.0f} images/s; {len(report.issues)} issues")
-    print(f"ratio {args.workers} workers / 1 worker: {rates[args.workers] / rates[1]:.2f}x")
+              f"{report.images_per_s:,.0f} images/s ({cpu_ms:.2f} CPU ms/image, so at most "
+              f"{workers * 1e3 / cpu_ms:,.0f} images/s on {workers} idle core{'s' * (workers > 1)}); {len(report.issues)} issues")
+    print(f"ratio {args.workers} workers / 1 worker: {rates[args.workers] / rates[1]:.2f}x (load average {os.getloadavg()[0]:.1f})")
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU of this process and its finished children (the pool's workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -198,3 +200,18 @@ def test_datamodule_verify_uses_the_full_check(damaged):
     for kind in ("truncated", "not_image", "zero_byte", "undecodable"):
         assert made[kind] in str(err.value)
     assert "--quarantine" in str(err.value)
+
+
+@pytest.mark.parametrize("command", ["download", "check", "show"])
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert f"usage: python -m dogbreed.data {command}" in capsys.readouterr().out
+
+
+def test_module_entry_point_exit_status(damaged):
+    root, made = damaged
+    run = subprocess.run([sys.executable, "-m", "dogbreed.data", "check", str(root), "--json"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1, run.stderr
+    assert json.loads(run.stdout)["errors"] == 4
