@@ -35,6 +35,12 @@ def figure_img(fig: Any, alt: str) -> str:
     return f'<img class="plot" alt="{esc(alt)}" src="data:image/png;base64,{data}">'
 
 
+def png_img(png: bytes, alt: str) -> str:
+    """PNG bytes (e.g. a figure also saved as a file) as an inline ``<img class="plot">``."""
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img class="plot" alt="{esc(alt)}" src="data:image/png;base64,{data}">'
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], status_col: int | None = None) -> str:
     """An HTML table; cells are escaped; ``status_col`` cells get their value as CSS class."""
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
