@@ -181,6 +181,13 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         metrics.update({k: str(v) for k, v in paths.items()})
         print(f"Model exported to {paths['model_pt']} and {paths['model_tar']}", flush=True)
 
+    if cfg.get("evaluate") and cfg.evaluate.get("enabled", True) and not trainer.fast_dev_run and trainer.is_global_zero:
+        from dogbreed.evaluate import evaluate_run
+
+        report = evaluate_run(cfg, best or model, datamodule, output_dir)
+        metrics.update(report.headline())
+        print(f"Evaluation report: {report.html}", flush=True)
+
     metrics["objective"] = metrics.get(cfg.get("objective", "val_acc"))
     metrics["wall_time_s"] = round(time.perf_counter() - started, 2)
     metrics["output_dir"] = str(output_dir)
