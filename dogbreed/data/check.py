@@ -190,9 +190,10 @@ def _default_workers() -> int:
 
 
 def _scan(paths: list[Path], workers: int, progress: bool) -> list[FileResult]:
+    """Inspect every file, in ``workers`` processes (in this one for ``workers == 1``)."""
     items = [str(p) for p in paths]
     bar = {"total": len(items), "unit": "img", "desc": "check", "disable": not progress, "leave": False}
-    if workers <= 1 or len(items) < 64:
+    if workers == 1:
         with warnings.catch_warnings():
             _init_worker()
             return list(tqdm(map(inspect_file, items), **bar))
@@ -246,7 +247,7 @@ def run_check(
     start = time.perf_counter()
     layout = find_splits(root)
     files = _files(layout)
-    workers = max(1, workers or _default_workers())
+    workers = max(1, workers or _default_workers()) if len(files) >= 64 else 1  # a pool costs more than a few files
     results = _scan([p for _, _, p in files], workers, progress)
     report = CheckReport(root=str(layout.root), files=len(files), workers=workers)
     report.counts = {split: dict.fromkeys(class_folders(d), 0) for split, d in layout.splits.items()}
