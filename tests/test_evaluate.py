@@ -145,7 +145,7 @@ def test_train_writes_the_report_and_it_agrees_with_a_direct_computation(trained
     assert abs(saved["top1"] - trained_run["test_acc"]) <= 1 / 16 + 1e-6
     # The exported model, fed uint8 images through its own preprocessing, agrees with the checkpoint.
     test_dir = Path(saved["folder"])
-    eager = predict_split(load_source(trained_run["best_checkpoint"]), test_dir)
+    eager = predict_split(net, test_dir)
     scripted = predict_split(load_source(out / "model" / "model.tar.gz"), test_dir)
     assert torch.equal(eager.targets, scripted.targets) and eager.paths == scripted.paths
     # 64 px images upscaled to 256 px: uint8 resize kernels differ a little between torchvision and the export.
