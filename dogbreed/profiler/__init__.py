@@ -1,0 +1,17 @@
+"""Profiler: why is my training slow? A Lightning callback with a system monitor, per-step data-wait vs
+compute timing, optional torch.profiler, SageMaker's profiler rules as our own code, JSON + HTML report."""
+
+from dogbreed.profiler.callback import ProfilerCallback
+from dogbreed.profiler.rules import RULE_DEFAULTS, evaluate, resolve_params
+from dogbreed.profiler.sampler import SystemSampler
+from dogbreed.profiler.timeline import ProfileData, RunContext
+
+__all__ = [
+    "RULE_DEFAULTS",
+    "ProfileData",
+    "ProfilerCallback",
+    "RunContext",
+    "SystemSampler",
+    "evaluate",
+    "resolve_params",
+]
