@@ -47,12 +47,16 @@ class ExportedClassifier(nn.Module):
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (N, 3, H, W) → normalised float (N, 3, crop, crop), as torchvision's Resize + CenterCrop."""
-        x = images.float()
-        h, w = int(x.shape[-2]), int(x.shape[-1])
+        h, w = int(images.shape[-2]), int(images.shape[-1])
         short, long = min(h, w), max(h, w)
         new_short, new_long = self.resize_size, int(self.resize_size * long / short)
         size = [new_short, new_long] if h <= w else [new_long, new_short]
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True).round().clamp(0.0, 255.0)
+        if images.dtype == torch.uint8 and images.device.type == "cpu":
+            # torchvision's own uint8 kernel: bit-identical to the evaluation transform
+            x = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True).float()
+        else:
+            x = F.interpolate(images.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+            x = x.round().clamp(0.0, 255.0)
         top = int(round((size[0] - self.crop_size) / 2.0))
         left = int(round((size[1] - self.crop_size) / 2.0))
         x = x[:, :, top : top + self.crop_size, left : left + self.crop_size]
@@ -115,7 +119,8 @@ def check_export(model: BreedClassifier, scripted: torch.jit.ScriptModule, seed:
     Returns the largest probability difference; raises if it exceeds ``atol``.
     """
     rng = np.random.default_rng(seed)
-    images = [rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8) for h, w in ((300, 260), (240, 320), (256, 256))]
+    sizes = ((300, 260), (240, 320), (256, 256), (64, 64))  # larger, equal and smaller than the resize
+    images = [rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8) for h, w in sizes]
     transform = eval_transform(model.preprocess)
     eager_net = nn.Sequential(model.backbone, nn.Flatten(1), model.head).float().cpu().eval()
     with torch.no_grad():

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from dogbreed.backbones import Preprocess, build_backbone
+from dogbreed.backbones import Preprocess, build_backbone, preprocess_for
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
@@ -163,6 +163,9 @@ class BreedClassifier(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "dogbreed" in checkpoint:
             self.preprocess = Preprocess(**checkpoint["dogbreed"]["preprocess"])
+        else:  # checkpoints written before the preprocessing was stored: derive it from the trained weights' name
+            hp = checkpoint.get("hyper_parameters", {})
+            self.preprocess = preprocess_for(hp.get("backbone", self.hparams.backbone), hp.get("weights"))
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams

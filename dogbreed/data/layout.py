@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+# The extensions torchvision's ImageFolder loads (so a class the check accepts is a class training sees).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 SPLIT_ALIASES: dict[str, tuple[str, ...]] = {"train": ("train",), "valid": ("valid", "val"), "test": ("test",)}
 
 

@@ -148,6 +148,7 @@ def generate(root: str | Path, spec: SyntheticSpec | None = None) -> Path:
                 for k in range(n):
                     draw_image(ci, spec.image_size, rng).save(folder / f"{name.split('.', 1)[1]}_{k:05d}.jpg", quality=90)
         (tmp / SPEC_FILE).write_text(json.dumps(asdict(spec), indent=2))
+        tmp.chmod(0o755)  # mkdtemp creates it private
         if root.exists():
             shutil.rmtree(root)
         tmp.rename(root)
