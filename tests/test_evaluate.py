@@ -138,18 +138,18 @@ def test_train_writes_the_report_and_it_agrees_with_a_direct_computation(trained
     net = load_source(trained_run["best_checkpoint"])
     with torch.no_grad():
         logits = net(torch.stack([dataset[i][0] for i in range(len(dataset))]))
-    assert saved["top1"] == pytest.approx(
-        float((logits.argmax(1) == torch.tensor(dataset.targets)).float().mean())
-    )
-    # The trainer's own test pass may run bf16 / cached features: at most a near-tie image apart.
-    assert abs(saved["top1"] - trained_run["test_acc"]) <= 1 / 16 + 1e-6
+    direct = float((logits.argmax(1) == torch.tensor(dataset.targets)).float().mean())
+    # Frozen backbone: the report reuses the run's cached (bf16) test features, exactly as trainer.test did;
+    # the fp32 forward pass may differ by a near-tie image at most.
+    assert saved["top1"] == pytest.approx(trained_run["test_acc"])
+    assert abs(saved["top1"] - direct) <= 1 / 16 + 1e-6
     # The exported model, fed uint8 images through its own preprocessing, agrees with the checkpoint.
     test_dir = Path(saved["folder"])
     eager = predict_split(net, test_dir)
     scripted = predict_split(load_source(out / "model" / "model.tar.gz"), test_dir)
     assert torch.equal(eager.targets, scripted.targets) and eager.paths == scripted.paths
-    # 64 px images upscaled to 256 px: uint8 resize kernels differ a little between torchvision and the export.
-    assert float((eager.probs - scripted.probs).abs().max()) < 5e-2
+    # On CPU the export resizes uint8 with torchvision's own kernel: the same pixels as the eval transform.
+    assert float((eager.probs - scripted.probs).abs().max()) < 1e-3
     top2 = eager.probs.topk(2, dim=1).values
     clear = top2[:, 0] - top2[:, 1] > 0.1
     assert torch.equal(eager.probs.argmax(1)[clear], scripted.probs.argmax(1)[clear]) and clear.sum() >= 8

@@ -123,7 +123,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
             train_transform(self.preprocess, self.augment), self.preprocess.resize_size,
             batch_size=int(self.cache["batch_size"]), num_workers=self.num_workers,
         )
-        return CachedFeatures(features, ds.targets, random_view=split == "train")
+        return CachedFeatures(features, ds.targets, random_view=split == "train", paths=[p for p, _ in ds.samples])
 
     def setup(self, stage: str | None = None) -> None:
         if self.verify and not getattr(self, "_verified", False):

@@ -143,8 +143,9 @@ def _progress(loader: DataLoader, desc: str):
 class CachedFeatures(Dataset):
     """(feature, label) pairs; with several views, each access draws one view at random (augmentation)."""
 
-    def __init__(self, features: torch.Tensor, targets: Sequence[int], random_view: bool) -> None:
+    def __init__(self, features: torch.Tensor, targets: Sequence[int], random_view: bool, paths: Sequence[str] = ()) -> None:
         self.features = features
+        self.paths = list(paths)
         self.targets = torch.as_tensor(list(targets), dtype=torch.long)
         self.random_view = random_view and features.shape[1] > 1
 

@@ -21,7 +21,14 @@ from typing import Any
 import hydra
 from torch import nn
 
-from dogbreed.evaluate.inference import Predictions, canonical_split, load_source, predict_split, split_dir
+from dogbreed.evaluate.inference import (
+    Predictions,
+    cached_predictions,
+    canonical_split,
+    load_source,
+    predict_split,
+    split_dir,
+)
 from dogbreed.evaluate.metrics import Metrics, compute
 from dogbreed.evaluate.report import Report, write_report
 
@@ -83,15 +90,17 @@ def evaluate(
     settings: EvalSettings | None = None,
     batch_size: int = 32,
     num_workers: int = 0,
+    datamodule: Any = None,
 ) -> Report:
     """Evaluate ``model`` (a BreedClassifier, or a path ``load_source`` reads) on the ImageFolder split
-    ``folder`` and write the report into ``out_dir``."""
+    ``folder`` and write the report into ``out_dir``. A ``datamodule`` serving cached backbone features
+    (frozen backbone) lets a checkpoint be evaluated from those features instead of the images."""
     settings = settings or EvalSettings()
     label = str(model) if isinstance(model, str | Path) else f"{type(model).__name__} (in memory)"
     module = load_source(model) if isinstance(model, str | Path) else model
-    preds = predict_split(
-        module, folder, batch_size=batch_size, num_workers=num_workers, device=settings.device
-    )
+    preds = cached_predictions(module, datamodule, settings.split) if datamodule is not None else None
+    if preds is None:
+        preds = predict_split(module, folder, batch_size=batch_size, num_workers=num_workers, device=settings.device)
     metrics = compute(
         preds.probs,
         preds.targets,
@@ -117,4 +126,5 @@ def evaluate_run(cfg: Any, model: nn.Module | str | Path, datamodule: Any, outpu
         settings,
         batch_size=datamodule.batch_size,
         num_workers=datamodule.num_workers,
+        datamodule=datamodule,
     )

@@ -17,6 +17,7 @@ import tarfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,6 +25,7 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
+from dogbreed.data.feature_cache import CachedFeatures
 from dogbreed.data.images import load_rgb
 from dogbreed.data.layout import SPLIT_ALIASES, DatasetError, find_splits
 from dogbreed.data.transforms import eval_transform
@@ -168,3 +170,19 @@ def predict_split(
         paths=[path for path, _ in dataset.samples],
         class_names=class_names,
     )
+
+
+def cached_predictions(model: nn.Module, datamodule: Any, split: str) -> Predictions | None:
+    """With a frozen backbone and the feature cache, run only the head over the split's cached features:
+    the exact numbers ``trainer.test`` computed, without decoding or re-embedding a single image.
+    None when the datamodule does not serve cached features."""
+    if not getattr(datamodule, "uses_feature_cache", False) or not hasattr(model, "head"):
+        return None
+    datamodule.setup("test" if split == "test" else None)
+    dataset = datamodule.datasets.get(split)
+    if not isinstance(dataset, CachedFeatures) or len(dataset.paths) != len(dataset):
+        return None
+    model = model.eval().cpu().float()
+    with torch.inference_mode():
+        probs = torch.softmax(model.head(dataset.features[:, 0].float()), dim=1)
+    return Predictions(probs=probs, targets=dataset.targets.clone(), paths=dataset.paths, class_names=list(model.class_names))
