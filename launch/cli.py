@@ -1,0 +1,79 @@
+"""Plumbing shared by the three launch commands: module docstring as ``--help``, flag aliases, atomic files."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+
+def module_doc(name: str) -> str:
+    """The docstring of module ``name``: the ``--help`` header of each launch command (one text, two uses)."""
+    return (importlib.import_module(name).__doc__ or name).strip() + "\n"
+
+
+OmegaConf.register_new_resolver("module_doc", module_doc, replace=True)
+
+
+def rewrite_flags(argv: list[str], aliases: Mapping[str, tuple[str, bool]]) -> list[str]:
+    """``--delete`` → ``deploy.delete=true``; ``--attach NAME`` → ``tune.attach=NAME`` (Hydra takes overrides only).
+
+    ``aliases`` maps a flag to (override key, takes_value).
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        flag, _, inline = argv[i].partition("=")
+        if flag in aliases:
+            key, takes_value = aliases[flag]
+            if not takes_value:
+                out.append(f"{key}=true")
+            elif inline:
+                out.append(f"{key}={inline}")
+            elif i + 1 < len(argv):
+                out.append(f"{key}={argv[i + 1]}")
+                i += 1
+            else:
+                raise SystemExit(f"{flag} needs a value")
+        else:
+            out.append(argv[i])
+        i += 1
+    return out
+
+
+def run_main(main: Callable[[], Any], aliases: Mapping[str, tuple[str, bool]] | None = None) -> None:
+    """Call a ``@hydra.main`` function with the flag aliases rewritten in ``sys.argv``."""
+    sys.argv = [sys.argv[0], *rewrite_flags(sys.argv[1:], aliases or {})]
+    main()
+
+
+def task_overrides() -> list[str]:
+    """The overrides given on the command line of the running ``@hydra.main`` app."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task)
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write atomically (temp file in the same folder + ``os.replace``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_json(path: Path, data: Any) -> Path:
+    return write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")

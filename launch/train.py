@@ -1,0 +1,88 @@
+"""python -m launch.train [overrides]: run dogbreed.train as a SageMaker training job.
+
+Training overrides (model.lr=0.01, model=resnet18, experiment=demo, ...) become the job's hyperparameters;
+launch.* keys configure the job: launch.role, launch.bucket, launch.inputs (S3 prefix or local folder to
+upload), launch.instance_type, launch.instance_count (>1: torch_distributed), launch.use_spot,
+launch.wait, launch.debugger.*, launch.profiler.* (see conf/launch/default.yaml). Prints
+training_job=NAME; with launch.wait=true also the job's final metrics and model artifact. A record of
+the launch goes to <paths.output_dir>/launch.json.
+
+    python -m launch.train launch.role=arn:aws:iam::123456789012:role/SageMaker \
+        launch.inputs=data/dogImages model.lr=3e-3 launch.use_spot=true launch.wait=true
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from dogbreed.config import CONFIG_DIR, validate
+from launch.cli import run_main, task_overrides, write_json
+from launch.estimator import build_estimator, channels, job_name, staged_source
+from launch.session import TERMINAL, check_status, console_url, make_session, wait_until
+
+log = logging.getLogger("launch.train")
+
+
+def wait_for_training(session, name: str, launch: DictConfig) -> dict[str, Any]:
+    """Follow the job to its end (CloudWatch logs when ``launch.logs``) and return its description."""
+    client = session.sagemaker_client
+    desc = client.describe_training_job(TrainingJobName=name)
+    if desc["TrainingJobStatus"] not in TERMINAL["TrainingJobStatus"] and launch.get("logs", True):
+        session.logs_for_job(name, wait=True, poll=int(launch.poll_s))
+    desc = wait_until(
+        lambda: client.describe_training_job(TrainingJobName=name),
+        "TrainingJobStatus",
+        f"Training job {name}",
+        float(launch.poll_s),
+    )
+    check_status(desc, "TrainingJobStatus", ("Completed",), f"Training job {name}")
+    return dict(desc)
+
+
+def run(cfg: DictConfig, overrides: Sequence[str]) -> dict[str, Any]:
+    """Create the training job for the composed ``cfg`` and CLI ``overrides``; returns the launch record."""
+    validate(cfg)
+    launch = cfg.launch
+    session = make_session(launch)
+    name = job_name(launch)
+    with staged_source(list(launch.extras or [])) as source:
+        estimator = build_estimator(cfg, session, overrides, source, name)
+        inputs = channels(cfg, session)
+        estimator.fit(inputs, wait=False, job_name=name)
+    region = session.boto_region_name
+    record: dict[str, Any] = {
+        "training_job": name,
+        "region": region,
+        "console": console_url(region, "jobs", name),
+        "hyperparameters": estimator.hyperparameters(),
+        "inputs": inputs,
+        "output_path": estimator.output_path,
+        "checkpoint_s3_uri": estimator.checkpoint_s3_uri,
+    }
+    print(f"training_job={name}", flush=True)
+    print(f"Follow it at {record['console']}", flush=True)
+    if launch.wait:
+        desc = wait_for_training(session, name, launch)
+        record["status"] = desc["TrainingJobStatus"]
+        record["model_data"] = desc.get("ModelArtifacts", {}).get("S3ModelArtifacts")
+        record["metrics"] = {m["MetricName"]: m["Value"] for m in desc.get("FinalMetricDataList", [])}
+        for key, value in record["metrics"].items():
+            print(f"{key}={value}", flush=True)
+        print(f"model_data={record['model_data']}", flush=True)
+    write_json(Path(cfg.paths.output_dir) / "launch.json", record)
+    return record
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="launch_train")
+def main(cfg: DictConfig) -> None:
+    run(cfg, task_overrides())
+
+
+if __name__ == "__main__":
+    run_main(main)
