@@ -1,0 +1,150 @@
+"""A micro-batcher: items submitted concurrently are run together by one worker thread.
+
+The event loop never runs the model; it submits items and awaits ``concurrent.futures.Future`` objects.
+The worker takes everything queued (up to ``max_batch_size``) and waits up to ``max_wait_s`` for more
+only while requests it has been told about (``arriving()``) are still being decoded — so a lone
+request never waits, and a burst is gathered into one forward pass.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class QueueFullError(RuntimeError):
+    """More items are waiting than ``max_queue`` allows; the caller should answer 503."""
+
+
+class StoppedError(RuntimeError):
+    """The batcher is shutting down."""
+
+
+@dataclass
+class Stats:
+    batches: int = 0
+    items: int = 0
+    largest_batch: int = 0
+    failed_batches: int = 0
+    cancelled: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        mean = self.items / self.batches if self.batches else 0.0
+        return {**self.__dict__, "mean_batch_size": round(mean, 3)}
+
+
+class MicroBatcher:
+    """Runs ``fn(items) -> results`` (one result per item, same order) over batches of submitted items."""
+
+    def __init__(
+        self,
+        fn: Callable[[list[Any]], Sequence[Any]],
+        max_batch_size: int = 16,
+        max_wait_s: float = 0.005,
+        max_queue: int = 256,
+        name: str = "inference",
+    ) -> None:
+        if max_batch_size < 1 or max_wait_s < 0 or max_queue < 1:
+            raise ValueError("max_batch_size and max_queue must be ≥ 1 and max_wait_s ≥ 0")
+        self.fn = fn
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self.max_queue = max_queue
+        self.stats = Stats()
+        self._pending: collections.deque[tuple[Any, Future]] = collections.deque()
+        self._arriving = 0
+        self._stopping = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending)
+
+    @contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Announce a request that will submit soon (it is decoding), so a forming batch waits for it."""
+        with self._cond:
+            self._arriving += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._arriving -= 1
+                self._cond.notify_all()
+
+    def submit(self, items: Sequence[Any]) -> list[Future]:
+        """Queue ``items``; one Future per item. Raises QueueFullError or StoppedError at once."""
+        futures = [Future() for _ in items]
+        with self._cond:
+            if self._stopping:
+                raise StoppedError("server is shutting down")
+            if len(self._pending) + len(items) > self.max_queue:
+                raise QueueFullError(f"{len(self._pending)} images already queued (limit {self.max_queue})")
+            self._pending.extend(zip(items, futures, strict=True))
+            self._cond.notify_all()
+        return futures
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Finish the batch in progress, fail what is still queued, join the worker."""
+        with self._cond:
+            self._stopping = True
+            leftover = list(self._pending)
+            self._pending.clear()
+            self._cond.notify_all()
+        for _, future in leftover:
+            if future.set_running_or_notify_cancel():
+                future.set_exception(StoppedError("server is shutting down"))
+        self._thread.join(timeout)
+
+    def _next_batch(self) -> list[tuple[Any, Future]] | None:
+        with self._cond:
+            while not self._pending and not self._stopping:
+                self._cond.wait()
+            if self._stopping:
+                return None
+            deadline = time.monotonic() + self.max_wait_s
+            while len(self._pending) < self.max_batch_size and self._arriving > 0 and not self._stopping:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            n = min(self.max_batch_size, len(self._pending))
+            return [self._pending.popleft() for _ in range(n)]
+
+    def _run(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            live = [(item, f) for item, f in batch if f.set_running_or_notify_cancel()]
+            self.stats.cancelled += len(batch) - len(live)
+            if live:
+                self._execute(live)
+
+    def _execute(self, live: list[tuple[Any, Future]]) -> None:
+        try:
+            results = self.fn([item for item, _ in live])
+            if len(results) != len(live):
+                raise RuntimeError(f"batch function returned {len(results)} results for {len(live)} items")
+        except Exception as e:  # noqa: BLE001 — a failing batch must not kill the worker
+            self.stats.failed_batches += 1
+            if len(live) == 1:
+                log.exception("inference failed")
+                live[0][1].set_exception(e)
+                return
+            for one in live:  # isolate the item that broke the batch; the others still get answers
+                self._execute([one])
+            return
+        self.stats.batches += 1
+        self.stats.items += len(live)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(live))
+        for (_, future), result in zip(live, results, strict=True):
+            future.set_result(result)

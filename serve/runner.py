@@ -1,0 +1,87 @@
+"""Batch inference for the server: model.pt run the fastest way this machine allows.
+
+``fp32`` calls the artifact's ``predict_images`` (bit-for-bit what ``dogbreed.load_model`` gives).
+``bf16`` on a CPU with native bf16 kernels (AVX512-BF16/AMX) runs the artifact's own ``preprocess`` in fp32,
+then a bf16, channels_last, ``torch.jit.freeze``-d copy of its network — several times the fp32
+throughput on batches, with probabilities within ~1e-2 of fp32. On CUDA it is bf16 autocast.
+``auto`` picks bf16 where it is native, else fp32.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from functools import cache
+
+import torch
+
+from serve.inference import probabilities
+
+log = logging.getLogger(__name__)
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@cache
+def cpu_supports_bf16() -> bool:
+    """True when oneDNN has native bf16 kernels on this CPU (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` → ``bf16`` where bf16 is native (bf16 CPU, or a GPU that supports it), else ``fp32``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_supports_bf16()
+    if precision == "auto":
+        return "bf16" if native else "fp32"
+    if precision == "bf16" and not native:
+        log.warning("bf16 is emulated on this %s (no native kernels): expect it to be slower than fp32", device.type)
+    return precision
+
+
+class Runner:
+    """``runner(list of uint8 (3, H, W) tensors) -> probabilities (N, classes)`` on the CPU, in float32."""
+
+    def __init__(self, model: torch.jit.ScriptModule, precision: str = "fp32") -> None:
+        self.model = model
+        self.class_names: list[str] = list(model.class_names)
+        self.device = next(model.parameters()).device
+        self.resize_size: int | None = int(model.resize_size) if hasattr(model, "resize_size") else None
+        self.precision = resolve_precision(precision, self.device)
+        self._fast = None
+        if self.precision == "bf16" and self.device.type == "cpu":
+            if hasattr(model, "net") and hasattr(model, "preprocess"):
+                with warnings.catch_warnings():  # deprecation notices from torch.jit, a .grad probe in deepcopy
+                    warnings.simplefilter("ignore")
+                    net = copy.deepcopy(model.net).eval().to(torch.bfloat16).to(memory_format=torch.channels_last)
+                    self._fast = torch.jit.freeze(net)
+            else:
+                log.warning("model.pt has no separate net/preprocess: serving it in fp32")
+                self.precision = "fp32"
+
+    def describe(self) -> str:
+        mode = {"fp32": "fp32", "bf16": "bf16 autocast" if self.device.type == "cuda" else "bf16 frozen channels_last"}
+        return f"{mode[self.precision]} on {self.device}"
+
+    @torch.inference_mode()
+    def __call__(self, images: list[torch.Tensor]) -> torch.Tensor:
+        if self.precision == "fp32":
+            return probabilities(images, self.model)
+        if self._fast is None:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                return probabilities(images, self.model)
+        x = torch.cat([self.model.preprocess(img.unsqueeze(0)) for img in images], dim=0)
+        logits = self._fast(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
+        return torch.softmax(logits.float(), dim=1)
+
+    def warmup(self, max_batch_size: int, size: tuple[int, int] = (300, 400)) -> None:
+        """Run every batch size once (twice for the first) so TorchScript's per-shape profiling and
+        oneDNN's kernel selection happen before the first request, not during it."""
+        image = torch.randint(0, 256, (3, *size), dtype=torch.uint8)
+        self([image])
+        for n in range(1, max_batch_size + 1):
+            self([image] * n)

@@ -1,0 +1,103 @@
+"""The server's life cycle and fast path: 503 until the model is loaded, a broken model stops the process,
+and the bf16 runner agrees with the fp32 artifact."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+from serve import server as srv
+from serve.inference import decode_image, load_model
+from serve.runner import Runner, cpu_supports_bf16, resolve_precision
+
+
+@pytest.fixture(scope="module")
+def model_pt(trained_run) -> Path:
+    return Path(trained_run["output_dir"]) / "model" / "model.pt"
+
+
+def fetch(url: str, data: bytes | None = None, headers: dict | None = None) -> tuple[int, dict, dict]:
+    req = urllib.request.Request(url, data=data, headers=headers or {}, method="POST" if data is not None else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, dict(r.headers), json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), json.loads(e.read())
+
+
+def test_503_until_the_model_is_loaded(model_pt, synthetic_root, monkeypatch):
+    import uvicorn
+
+    gate = threading.Event()
+    real_load = srv.load_model
+
+    def slow_load(path, device=None):
+        gate.wait(60)
+        return real_load(path, device)
+
+    monkeypatch.setattr(srv, "load_model", slow_load)
+    app = srv.create_app(srv.Settings(model=str(model_pt), precision="fp32", warmup=False))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+        image = next((synthetic_root / "test").glob("*/*.jpg")).read_bytes()
+
+        assert fetch(url + "/ping")[0] == 503
+        status, headers, body = fetch(url + "/invocations", image, {"Content-Type": "image/jpeg"})
+        assert status == 503 and "loading" in body["error"] and headers["retry-after"] == "1"
+
+        gate.set()
+        while fetch(url + "/ping")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        status, _, body = fetch(url + "/invocations", image, {"Content-Type": "image/jpeg"})
+        assert status == 200 and len(body["predictions"]) == 1
+    finally:
+        gate.set()
+        server.should_exit = True
+        thread.join(15)
+
+
+def test_a_model_that_cannot_load_stops_the_server_with_a_message(tmp_path):
+    broken = tmp_path / "model.pt"
+    broken.write_bytes(b"not torchscript")
+    result = subprocess.run([sys.executable, "-m", "serve", "--model", str(broken), "--port", "0", "--no-warmup"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and f"model {broken} failed to load" in result.stderr
+    missing = subprocess.run([sys.executable, "-m", "serve", "--model", str(tmp_path / "nope.pt")],
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+def test_bf16_runner_agrees_with_the_fp32_artifact(model_pt, synthetic_root):
+    model = load_model(str(model_pt), "cpu")
+    images = [decode_image(p.read_bytes()) for p in sorted((synthetic_root / "test").glob("*/*.jpg"))]
+    fp32, bf16 = Runner(model, "fp32"), Runner(model, "bf16")
+    assert bf16.precision == "bf16" and "frozen" in bf16.describe()
+    bf16.warmup(2, size=(64, 64))
+    with torch.inference_mode():
+        reference = model.predict_images(images)
+        assert torch.equal(fp32(images), reference)
+        fast = bf16(images)
+    assert torch.equal(fast.argmax(1), reference.argmax(1))
+    assert (fast - reference).abs().max() < 0.15 and torch.allclose(fast.sum(1), torch.ones(len(images)), atol=1e-3)
+
+
+def test_auto_precision_is_bf16_only_where_it_is_native():
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if cpu_supports_bf16() else "fp32")
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_precision("fp8", torch.device("cpu"))
