@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import hydra
+from hydra.errors import InstantiationException
 
 from dogbreed.config import ConfigError
 from launch.overrides import hydra_value
@@ -93,7 +94,12 @@ def build_space(nodes: Mapping[str, Any] | None) -> dict[str, Param]:
     for name, node in (nodes or {}).items():
         if node is None:
             continue
-        param = hydra.utils.instantiate(node, _convert_="all")
+        try:
+            param = hydra.utils.instantiate(node, _convert_="all")
+        except InstantiationException as exc:
+            if isinstance(exc.__cause__, ConfigError):
+                raise exc.__cause__ from None
+            raise ConfigError(f"tune.space.{name}: {exc}") from None
         if not isinstance(param, Continuous | Integer | Categorical):
             raise ConfigError(
                 f"tune.space.{name} must instantiate launch.space.Continuous, Integer or Categorical"

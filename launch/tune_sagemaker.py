@@ -52,6 +52,8 @@ def tuner_kwargs(tune: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"tune.strategy={tune.strategy!r} must be one of {', '.join(STRATEGIES)}")
     kwargs: dict[str, Any] = {
         "objective_metric_name": str(tune.objective),
+        # The tuner does not take them from a framework estimator: without them SageMaker finds no objective.
+        "metric_definitions": metric_definitions(),
         "objective_type": direction(tune).capitalize(),
         "hyperparameter_ranges": {p.key: p.sagemaker() for p in space.values()},
         "strategy": str(tune.strategy),

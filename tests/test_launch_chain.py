@@ -20,6 +20,7 @@ from contextlib import redirect_stdout
 from pathlib import Path
 
 import pytest
+from test_launch_aws import mocked_aws
 
 from dogbreed.callbacks.metric_lines import EPOCH_KEYS
 from dogbreed.config import compose
@@ -39,19 +40,9 @@ ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
-    """moto in-process with fake credentials in us-east-1; records any SDK telemetry request."""
-    from moto import mock_aws
-    from sagemaker.telemetry import telemetry_logging
-
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "SAGEMAKER_ROLE"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
-        monkeypatch.setenv(name, value)
-    sent: list = []
-    monkeypatch.setattr(telemetry_logging, "_send_telemetry_request", lambda *a, **k: sent.append(a))
-    with mock_aws():
-        yield {"account": "123456789012", "region": "us-east-1", "telemetry": sent}
+    """moto in-process (see test_launch_aws.mocked_aws)."""
+    with mocked_aws(monkeypatch) as state:
+        yield state
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +147,6 @@ def test_train_tune_deploy_invoke_on_moto(
     from launch import deploy, train, tune
 
     s3 = boto3.client("s3")
-    s3.create_bucket(Bucket="bkt")
     common = [f"launch.role={ROLE}", "launch.bucket=bkt", "launch.wait=true", "launch.poll_s=30"]
 
     def no_sleep(seconds: float) -> None:
