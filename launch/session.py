@@ -18,8 +18,11 @@ from omegaconf import DictConfig
 
 from dogbreed.config import ConfigError
 
-# We use SDK v2 on purpose (v3 has no PyTorch estimator / tuner / debugger settings): skip its notice.
+# We use SDK v2 on purpose (v3 has no PyTorch estimator / tuner / debugger settings): skip its notice,
+# and its INFO lines about config files it did not find (set before the import, which logs them).
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+if logging.getLogger("sagemaker.config").level == logging.NOTSET:
+    logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
 
 import boto3  # noqa: E402
 import sagemaker  # noqa: E402
