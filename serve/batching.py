@@ -2,7 +2,7 @@
 
 The event loop never runs the model; it submits items and awaits ``concurrent.futures.Future`` objects.
 The worker takes everything queued (up to ``max_batch_size``) and waits up to ``max_wait_s`` for more
-only while requests it has been told about (``arriving()``) are still being decoded — so a lone
+only while requests it has been told about (``announce``/``arriving``) are still being decoded — so a lone
 request never waits, and a burst is gathered into one forward pass.
 """
 
@@ -71,17 +71,25 @@ class MicroBatcher:
     def queued(self) -> int:
         return len(self._pending)
 
-    @contextmanager
-    def arriving(self) -> Iterator[None]:
-        """Announce a request that will submit soon (it is decoding), so a forming batch waits for it."""
+    def announce(self) -> None:
+        """A request will submit soon (it is decoding): a forming batch may wait for it. Pair with ``arrived``."""
         with self._cond:
             self._arriving += 1
+
+    def arrived(self) -> None:
+        """The announced request has submitted (or given up)."""
+        with self._cond:
+            self._arriving -= 1
+            self._cond.notify_all()
+
+    @contextmanager
+    def arriving(self) -> Iterator[None]:
+        """``announce`` on entry, ``arrived`` on exit."""
+        self.announce()
         try:
             yield
         finally:
-            with self._cond:
-                self._arriving -= 1
-                self._cond.notify_all()
+            self.arrived()
 
     def submit(self, items: Sequence[Any]) -> list[Future]:
         """Queue ``items``; one Future per item. Raises QueueFullError or StoppedError at once."""

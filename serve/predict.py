@@ -98,7 +98,7 @@ def local_predictor(model: str, top_k: int) -> Callable[[bytes], dict]:
     min_side = int(loaded.resize_size) if hasattr(loaded, "resize_size") else None
 
     def predict(image: bytes) -> dict:
-        return predict_fn(Batch([decode_image(image, "image", min_side=min_side)], top_k), loaded)[0]
+        return predict_fn(Batch([decode_image(image, "file", min_side=min_side)], top_k), loaded)[0]
 
     return predict
 

@@ -29,6 +29,7 @@ from serve.batching import MicroBatcher, QueueFullError, StoppedError
 from serve.inference import (
     IMAGE_TYPES,
     JSON_TYPE,
+    Batch,
     RequestError,
     check_accept,
     decode_request,
@@ -224,13 +225,29 @@ async def invoke(request: Request, engine: Engine) -> Response:
     except asyncio.TimeoutError:
         return error(408, f"request body not received within {s.timeout_s:g}s", close=True)
     runner, batcher = engine.runner, engine.batcher
-    loop = asyncio.get_running_loop()
-    with batcher.arriving():
-        batch = await loop.run_in_executor(
-            engine.decode_pool, decode_request, body, content_type, s.max_image_pixels, s.max_instances, runner.resize_size
-        )
-        request.state.images = len(batch.images)
-        futures = batcher.submit(batch.images)
+
+    def decode_and_submit() -> tuple[Batch, list[Future]]:
+        # Submitting from the decode thread hands the images straight to the inference thread,
+        # without a round trip through the event loop.
+        try:
+            batch = decode_request(body, content_type, s.max_image_pixels, s.max_instances, runner.resize_size)
+            return batch, batcher.submit(batch.images)
+        finally:
+            batcher.arrived()
+
+    batcher.announce()
+    try:
+        job = engine.decode_pool.submit(decode_and_submit)
+    except RuntimeError as e:  # the pool is shut down: the server is stopping
+        batcher.arrived()
+        raise StoppedError("server is shutting down") from e
+    try:
+        batch, futures = await asyncio.wrap_future(job)
+    except asyncio.CancelledError:
+        if job.cancel():  # never started: it will not call arrived() itself
+            batcher.arrived()
+        raise
+    request.state.images = len(batch.images)
     try:
         rows = await wait_results(futures, request, deadline - time.monotonic())
     except TimeoutError:

@@ -1,16 +1,21 @@
-"""The server's life cycle and fast path: 503 until the model is loaded, a broken model stops the process,
-and the bf16 runner agrees with the fp32 artifact."""
+"""The server's life cycle and fast path: 503 until the model is loaded, 503 on timeouts, hung-up requests are
+skipped, a broken model stops the process, and the bf16 runner agrees with the fp32 artifact."""
 
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import torch
@@ -34,9 +39,32 @@ def fetch(url: str, data: bytes | None = None, headers: dict | None = None) -> t
         return e.code, dict(e.headers), json.loads(e.read())
 
 
-def test_503_until_the_model_is_loaded(model_pt, synthetic_root, monkeypatch):
+@contextmanager
+def inprocess_server(settings: srv.Settings) -> Iterator[str]:
+    """create_app under uvicorn in a thread on a free port; yields the base URL."""
     import uvicorn
 
+    server = uvicorn.Server(uvicorn.Config(srv.create_app(settings), host="127.0.0.1", port=0, log_config=None, access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+def wait_ready(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while fetch(url + "/ping")[0] != 200:
+        assert time.monotonic() < deadline, "server not ready"
+        time.sleep(0.05)
+
+
+def test_503_until_the_model_is_loaded(model_pt, synthetic_root, monkeypatch):
     gate = threading.Event()
     real_load = srv.load_model
 
@@ -45,30 +73,53 @@ def test_503_until_the_model_is_loaded(model_pt, synthetic_root, monkeypatch):
         return real_load(path, device)
 
     monkeypatch.setattr(srv, "load_model", slow_load)
-    app = srv.create_app(srv.Settings(model=str(model_pt), precision="fp32", warmup=False))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
+    image = next((synthetic_root / "test").glob("*/*.jpg")).read_bytes()
     try:
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-        image = next((synthetic_root / "test").glob("*/*.jpg")).read_bytes()
-
-        assert fetch(url + "/ping")[0] == 503
-        status, headers, body = fetch(url + "/invocations", image, {"Content-Type": "image/jpeg"})
-        assert status == 503 and "loading" in body["error"] and headers["retry-after"] == "1"
-
-        gate.set()
-        while fetch(url + "/ping")[0] != 200 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        status, _, body = fetch(url + "/invocations", image, {"Content-Type": "image/jpeg"})
-        assert status == 200 and len(body["predictions"]) == 1
+        with inprocess_server(srv.Settings(model=str(model_pt), precision="fp32", warmup=False)) as url:
+            assert fetch(url + "/ping")[0] == 503
+            status, headers, body = fetch(url + "/invocations", image, {"Content-Type": "image/jpeg"})
+            assert status == 503 and "loading" in body["error"] and headers["retry-after"] == "1"
+            gate.set()
+            wait_ready(url)
+            status, _, body = fetch(url + "/invocations", image, {"Content-Type": "image/jpeg"})
+            assert status == 200 and len(body["predictions"]) == 1
     finally:
         gate.set()
-        server.should_exit = True
-        thread.join(15)
+
+
+def test_timeouts_answer_503_and_abandoned_requests_are_never_computed(model_pt, synthetic_root, monkeypatch):
+    gate = threading.Event()
+
+    class GatedRunner(Runner):
+        def __call__(self, images):
+            gate.wait(20)
+            return super().__call__(images)
+
+    monkeypatch.setattr(srv, "Runner", GatedRunner)
+    image = next((synthetic_root / "test").glob("*/*.jpg")).read_bytes()
+    settings = srv.Settings(model=str(model_pt), precision="fp32", warmup=False, timeout_s=1.5)
+    try:
+        with inprocess_server(settings) as url:
+            wait_ready(url)
+            with ThreadPoolExecutor(1) as pool:
+                stuck = pool.submit(fetch, url + "/invocations", image, {"Content-Type": "image/jpeg"})
+                time.sleep(0.3)  # the inference thread is now held inside the model
+                host, port = urlsplit(url).hostname, urlsplit(url).port
+                with socket.create_connection((host, port)) as sock:  # queued behind it, then hangs up
+                    sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                                 + f"Content-Length: {len(image)}\r\n\r\n".encode() + image)
+                    time.sleep(0.3)
+                status, headers, body = stuck.result(30)
+            assert status == 503 and "no answer within 1.5s" in body["error"] and headers["retry-after"] == "1"
+            gate.set()
+            deadline = time.monotonic() + 20
+            while (stats := fetch(url + "/stats")[2])["items"] < 1 or stats["queued"]:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert stats["cancelled"] == 1 and stats["items"] == 1  # the hung-up request never ran
+            assert fetch(url + "/invocations", image, {"Content-Type": "image/jpeg"})[0] == 200
+    finally:
+        gate.set()
 
 
 def test_a_model_that_cannot_load_stops_the_server_with_a_message(tmp_path):
