@@ -13,6 +13,7 @@ Outputs (atomically written): ``best.yaml`` (a complete training config: ``pytho
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,9 @@ def open_study(tune: DictConfig, output_dir: Path) -> optuna.Study:
     """Create or load the study (``load_if_exists``: a rerun with the same storage resumes it)."""
     url = tune.get("storage") or f"sqlite:///{(output_dir / 'study.db').resolve()}"
     output_dir.mkdir(parents=True, exist_ok=True)
-    storage = optuna.storages.RDBStorage(url, heartbeat_interval=tune.get("heartbeat_s") or None)
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and have been for years
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(url, heartbeat_interval=tune.get("heartbeat_s") or None)
     pruner = hydra.utils.instantiate(tune.pruner) if tune.get("pruner") else optuna.pruners.NopPruner()
     return optuna.create_study(
         storage=storage,
@@ -153,7 +156,8 @@ def run_local(cfg: DictConfig, train_overrides: Sequence[str]) -> dict[str, Any]
     output_dir = Path(cfg.paths.output_dir)
     space = build_space(tune.space)
     study = open_study(tune, output_dir)
-    enqueue(study, space, OmegaConf.to_container(tune.get("enqueue") or [], resolve=True))
+    points = tune.get("enqueue")
+    enqueue(study, space, OmegaConf.to_container(points, resolve=True) if points is not None else [])
     done = sum(t.state in FINISHED for t in study.trials)
     remaining = int(tune.max_jobs) - done
     if remaining > 0:

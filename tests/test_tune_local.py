@@ -111,6 +111,15 @@ def test_space_suggests_within_ranges_and_maps_to_sagemaker() -> None:
     assert ranges["batch_size"] == {"Name": "data.batch_size", "Values": ["32", "64", "128", "256"]}
 
 
+def test_default_settings_open_a_study_and_report_nothing_done(tmp_path: Path) -> None:
+    from launch import tune
+
+    overrides = ["tune.max_jobs=0", f"paths.output_dir={tmp_path}"]
+    summary = tune.run(compose("launch_tune", overrides), overrides)
+    assert summary["trials"] == {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0} and "best_yaml" not in summary
+    assert (tmp_path / "study.db").is_file() and (tmp_path / "trials.csv").is_file()
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
