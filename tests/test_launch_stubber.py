@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -371,53 +369,23 @@ def test_launch_settings_errors_name_the_key(
         train.run(compose("launch_train", all_overrides), all_overrides)
 
 
-def model_archive(path: Path, members: tuple[str, ...] = ("model.pt", "code/inference.py")) -> Path:
-    with tarfile.open(path, "w:gz") as tar:
-        for member in members:
-            info = tarfile.TarInfo(member)
-            info.size = 1
-            tar.addfile(info, io.BytesIO(b"x"))
-    return path
+def test_staged_source_is_the_whole_job(tmp_path: Path) -> None:
+    """The job's source_dir runs on its own: the packages, the configs, the entry point, the requirements."""
+    import subprocess
+    import sys
 
+    from launch.estimator import ENTRY_POINT, staged_source
 
-def test_deploy_serverless_from_a_local_run_and_send_jpeg(aws: dict, tmp_path: Path) -> None:
-    import boto3
-
-    from launch import deploy
-
-    run_dir = tmp_path / "run"
-    (run_dir / "model").mkdir(parents=True)
-    model_archive(run_dir / "model" / "model.tar.gz")
-    overrides = [f"launch.role={ROLE}", "launch.bucket=bkt", f"deploy.model={run_dir}", "deploy.endpoint_name=ep-1",
-                 "deploy.serverless.enabled=true", "deploy.serverless.memory_size_in_mb=2048", f"paths.output_dir={tmp_path}"]  # fmt: skip
-    predictor = deploy.run(compose("launch_deploy", overrides))
-    sm = boto3.client("sagemaker")
-    assert (
-        sm.describe_model(ModelName="ep-1")["PrimaryContainer"]["ModelDataUrl"]
-        == "s3://bkt/dogbreed/models/ep-1/model.tar.gz"
-    )
-    variant = sm.describe_endpoint_config(EndpointConfigName="ep-1")["ProductionVariants"][0]
-    assert variant["ServerlessConfig"] == {"MemorySizeInMB": 2048, "MaxConcurrency": 5}
-    # The predictor sends the image bytes as image/jpeg (image/png by suffix) and reads JSON back.
-    image = tmp_path / "dog.jpg"
-    image.write_bytes(b"\xff\xd8\xff\xe0jpeg")
-    runtime = Stubber(predictor.sagemaker_session.sagemaker_runtime_client)
-    answer = {"predictions": [{"label": "001.Affenpinscher", "probability": 0.9, "top_k": []}]}
-    runtime.add_response(
-        "invoke_endpoint",
-        {"Body": io.BytesIO(b'{"predictions": [{"label": "001.Affenpinscher", "probability": 0.9, "top_k": []}]}'),
-         "ContentType": "application/json"},
-        {"EndpointName": "ep-1", "Body": image.read_bytes(), "ContentType": "image/jpeg", "Accept": "application/json"},
-    )  # fmt: skip
-    with runtime:
-        assert deploy.predict_file(predictor, image) == answer
-    runtime.assert_no_pending_responses()
-
-
-def test_deploy_refuses_an_archive_without_the_handler(tmp_path: Path) -> None:
-    from launch.deploy import local_archive
-
-    with pytest.raises(ConfigError, match="lacks code/inference.py"):
-        local_archive(str(model_archive(tmp_path / "model.tar.gz", ("model.pt",))))
-    with pytest.raises(ConfigError, match="does not exist"):
-        local_archive(str(tmp_path / "nowhere"))
+    with staged_source(["smdebug"]) as root:
+        requirements = (root / "requirements.txt").read_text().splitlines()
+        names = {r.split("<")[0].split(">")[0].split("=")[0] for r in requirements}
+        assert {"lightning", "hydra-core", "torchmetrics", "smdebug", "pandas"} <= names
+        assert not names & {"torch", "torchvision", "sagemaker", "optuna", "dogbreed"}  # the image has torch
+        assert "from launch.shim import main" in (root / ENTRY_POINT).read_text()
+        probe = ("import dogbreed, dogbreed.config, launch.shim; "
+                 "print(dogbreed.__file__); print((dogbreed.config.CONFIG_DIR / 'train.yaml').is_file())")  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=60
+        )
+        where, found = done.stdout.split()
+        assert where.startswith(str(root)) and found == "True", done.stderr
