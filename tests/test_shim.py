@@ -117,6 +117,11 @@ def test_scattered_channels_are_linked_together(tmp_path: Path) -> None:
         "valid": tmp_path / "b",
         "test": tmp_path / "c",
     }
+    # One channel holding all three splits (how many notebooks upload the dataset) is the root itself.
+    assert (
+        "data.root=/opt/ml/input/data/training"
+        in translate([], {"SM_CHANNEL_TRAINING": "/opt/ml/input/data/training"}).overrides
+    )
     with pytest.raises(SystemExit, match="channel\\(s\\) test are missing"):
         translate([], {"SM_CHANNEL_TRAIN": str(tmp_path / "a"), "SM_CHANNEL_VALID": str(tmp_path / "b")})
 
