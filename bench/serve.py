@@ -6,7 +6,8 @@
 Servers, all on 127.0.0.1, all fed the same 500×375 JPEG (the dog dataset's typical size) as image/jpeg:
   baseline   ThreadingHTTPServer + a lock: decode, eager ``ExportedClassifier`` forward (batch 1), answer —
              one request at a time, as the seeds' handler (or TorchServe with one worker, batch 1) does.
-  ours-fp32  ``python -m serve --precision fp32``: the artifact's own numbers, micro-batched.
+  ours-fp32  ``python -m serve --precision fp32``: the artifact's own numbers, micro-batched (the warm-up
+             picks the batch cap: on a small CPU fp32 costs more per image in big batches).
   ours-bf16  ``python -m serve --precision bf16``: bf16 frozen channels_last network (same top-1).
 The model is random-init (``weights=None``: no download; cost per image is the same) unless ``--ckpt``.
 "decode+forward alone" is measured in this process on the same image and model, batch 1, no HTTP.
@@ -109,7 +110,10 @@ def baseline_server(eager_path: str, threads: int | None) -> None:
         def log_message(self, *args) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 128  # socketserver's 5 would reset connections at concurrency 32
+
+    server = Server(("127.0.0.1", 0), Handler)
     print(f"http://127.0.0.1:{server.server_address[1]}", flush=True)
     server.serve_forever()
 

@@ -28,7 +28,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", required=True, help="model.pt (TorchScript export) or the folder holding it")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080, SageMaker's; 0 = any free port)")
-    p.add_argument("--max-batch-size", type=int, default=DEFAULTS.max_batch_size, help="most images per forward pass (default %(default)s)")
+    p.add_argument("--max-batch-size", type=int, default=DEFAULTS.max_batch_size,
+                   help="most images per forward pass (default %(default)s); the warm-up times every size up to it "
+                        "and lowers it to the largest whose cost per image is within 10%% of the best")
     p.add_argument("--max-wait-ms", type=float, default=DEFAULTS.max_wait_ms,
                    help="longest a forming batch waits for requests still being decoded (default %(default)s)")
     p.add_argument("--max-queue", type=int, default=DEFAULTS.max_queue, help="images waiting before new requests get 503 (default %(default)s)")
@@ -44,7 +46,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--decode-workers", type=int, default=DEFAULTS.decode_workers, help="threads decoding images (default %(default)s)")
-    p.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip running every batch size once before /ping is ready")
+    p.add_argument("--no-warmup", dest="warmup", action="store_false",
+                   help="skip timing every batch size before /ping is ready (then --max-batch-size is used as given)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="default %(default)s")
     args = p.parse_args(argv)
     if not os.path.exists(args.model):

@@ -27,7 +27,10 @@ class LocalServer:
     def __init__(self, model: str | os.PathLike, *args: str, log_path: str | os.PathLike | None = None,
                  ready_timeout: float = 180.0, env: dict[str, str] | None = None) -> None:
         self.command = [sys.executable, "-m", "serve", "--model", str(model), "--host", "127.0.0.1", "--port", "0", *args]
-        self.log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="serve-", suffix=".log")[1])
+        if log_path is None:
+            fd, log_path = tempfile.mkstemp(prefix="serve-", suffix=".log")
+            os.close(fd)
+        self.log_path = Path(log_path)
         self.ready_timeout = ready_timeout
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen | None = None

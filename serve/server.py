@@ -94,13 +94,12 @@ class Engine:
         try:
             started = time.perf_counter()
             runner = Runner(load_model(s.model, s.device), s.precision)
-            if s.warmup:
-                runner.warmup(s.max_batch_size)
-            self.batcher = MicroBatcher(runner, s.max_batch_size, s.max_wait_ms / 1000.0, s.max_queue)
+            batch_size = runner.warmup(s.max_batch_size) if s.warmup else s.max_batch_size
             self.runner = runner
+            self.batcher = MicroBatcher(runner, batch_size, s.max_wait_ms / 1000.0, s.max_queue)  # now ready
             log.info(
-                "model ready: %s (%d classes, %s) in %.1fs",
-                s.model, len(runner.class_names), runner.describe(), time.perf_counter() - started,
+                "model ready: %s (%d classes, %s, batches of up to %d) in %.1fs",
+                s.model, len(runner.class_names), runner.describe(), batch_size, time.perf_counter() - started,
             )
         except Exception as e:  # noqa: BLE001 — reported through /ping and on_failure
             self.failure = f"model {s.model} failed to load: {e}"
@@ -307,7 +306,8 @@ def create_app(settings: Settings, on_failure: Callable[[str], None] | None = No
     async def stats() -> Response:
         body = {"ready": engine.ready, "settings": asdict(settings)}
         if engine.batcher is not None:
-            body.update(queued=engine.batcher.queued, **engine.batcher.stats.as_dict())
+            batcher = engine.batcher
+            body.update(max_batch_size=batcher.max_batch_size, queued=batcher.queued, **batcher.stats.as_dict())
         return Response(json.dumps(body), media_type=JSON_TYPE)
 
     @app.get("/")

@@ -93,12 +93,16 @@ def test_sagemaker_chain_matches_the_library_predictor(model, trained_run, synth
 
     images = held_out(synthetic_root)
     library = load_model(Path(trained_run["output_dir"]) / "model" / "model.pt").predict([p for p, _ in images], top_k=3)
-    for (path, _), expected in zip(images, library, strict=True):
-        answer = json.loads(output_fn(predict_fn(input_fn(path.read_bytes(), "image/jpeg"), model), "application/json"))
-        (pred,) = answer["predictions"]
+    # The toolkit's chain, as SageMaker runs it: one JSON request carrying every held-out image ...
+    body = json.dumps({"instances": [{"b64": base64.b64encode(p.read_bytes()).decode()} for p, _ in images], "top_k": 3})
+    answer = json.loads(output_fn(predict_fn(input_fn(body, "application/json"), model), "application/json"))
+    for pred, expected in zip(answer["predictions"], library, strict=True):
         assert pred["label"] == expected.label
         assert pred["probability"] == pytest.approx(expected.probability, abs=1e-4)
-        assert [t["label"] for t in pred["top_k"]][:3] == [label for label, _ in expected.top_k]
+        assert [t["label"] for t in pred["top_k"]] == [label for label, _ in expected.top_k]
+    # ... and one raw JPEG.
+    (single,) = json.loads(output_fn(predict_fn(input_fn(images[0][0].read_bytes(), "image/jpeg"), model), None))["predictions"]
+    assert single["label"] == library[0].label
     correct = sum(p.label == truth for p, (_, truth) in zip(library, images, strict=True))
     assert correct / len(images) == pytest.approx(trained_run["test_acc"], abs=0.07)  # the right classes come back
 

@@ -66,7 +66,8 @@ def correct_images(model_pt, synthetic_root) -> list[tuple[Path, str]]:
 @pytest.fixture(scope="module")
 def server(model_pt, tmp_path_factory):
     args = ["--max-body-bytes", str(MAX_BODY), "--max-image-pixels", str(MAX_PIXELS), "--max-instances", "8",
-            "--max-batch-size", "4", "--max-wait-ms", "20", "--timeout", "5", "--precision", "fp32", "--threads", "1"]
+            "--max-batch-size", "4", "--max-wait-ms", "20", "--timeout", "5", "--precision", "fp32", "--threads", "1",
+            "--no-warmup"]  # keep batches of 4: the warm-up may find single images cheaper on this CPU
     with LocalServer(model_pt, *args, log_path=tmp_path_factory.mktemp("serve") / "server.log") as running:
         yield running
 
