@@ -1,0 +1,414 @@
+"""Our own implementations of SageMaker Debugger's built-in rules (they only exist inside AWS containers).
+
+Names, parameter names and defaults follow SageMaker's "List of Debugger built-in rules". Each rule is a
+pure function of a :class:`~dogbreed.debug.stats.History`: it returns every step at which its condition
+held, so the live callback, the end-of-training report and ``analyze`` agree by construction.
+
+Units: a train "step" is an optimizer step. LossNotDecreasing/Overfit/Overtraining read loss *points*:
+train points (mean loss since the previous point, taken every ``train.save_interval`` steps and before
+each validation) and validation points (the mean loss of one validation run). Overtraining's patience
+counts points, so ``patience_validation: 10`` means ten validation runs without improvement.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from dogbreed.debug.stats import History, finite
+from dogbreed.rules import RuleResult
+
+ACTIONS = ("warn", "stop")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The rule's condition held at ``step`` (its first finding is the step SageMaker would report)."""
+
+    rule: str
+    step: int
+    message: str
+
+
+class Rule:
+    """A Debugger rule: ``defaults`` are SageMaker's parameters; ``action`` is warn (log) or stop (end fit)."""
+
+    name: ClassVar[str]
+    defaults: ClassVar[dict[str, Any]]
+    recommendation: ClassVar[str]
+    # Findings at a step depend only on that step's record: live, only new records need a look.
+    per_record: ClassVar[bool] = False
+
+    def __init__(self, action: str = "warn", **params: Any) -> None:
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            raise ValueError(
+                f"callbacks.debugger.rules.{self.name}: unknown parameter(s) {unknown}; "
+                f"valid: action, {', '.join(self.defaults)}"
+            )
+        if action not in ACTIONS:
+            raise ValueError(f"callbacks.debugger.rules.{self.name}.action={action!r}: use warn or stop")
+        self.action = action
+        self.params = {**self.defaults, **params}
+
+    def __getattr__(self, key: str) -> Any:
+        params = self.__dict__.get("params", {})
+        if key in params:
+            return params[key]
+        raise AttributeError(key)
+
+    def findings(self, history: History) -> list[Finding]:
+        raise NotImplementedError
+
+    def missing(self, history: History) -> str | None:
+        """Why the rule could not look at anything yet (None when it had data)."""
+        return None
+
+    def _finding(self, step: int, message: str) -> Finding:
+        return Finding(self.name, int(step), message)
+
+
+def _names(names: list[str], limit: int = 3) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+class VanishingGradient(Rule):
+    name = "VanishingGradient"
+    defaults = {"threshold": 1e-7}
+    per_record = True
+    recommendation = (
+        "Gradients that small stop learning: check for zero/too-small initialisation, saturated or dead "
+        "activations, a detached graph, or use residual connections/normalisation and a suitable init."
+    )
+
+    def findings(self, history: History) -> list[Finding]:
+        out, threshold = [], self.threshold
+        for rec in history.records:
+            small = [n for n, s in rec.gradients.items() if s.mean_abs < threshold]  # NaN compares False
+            if small:
+                out.append(self._finding(rec.step, f"{len(small)} of {len(rec.gradients)} gradient tensors have mean |g| < {threshold:g}: {_names(small)}"))
+        return out
+
+    def missing(self, history: History) -> str | None:
+        return None if any(r.gradients for r in history.records) else "no gradients were recorded"
+
+
+class ExplodingTensor(Rule):
+    name = "ExplodingTensor"
+    defaults = {"only_nan": False}
+    per_record = True
+    recommendation = (
+        "Non-finite values: lower the learning rate, clip gradients (trainer.gradient_clip_val), check the "
+        "input normalisation and the loss for log(0)/division by zero, or use bf16 instead of fp16."
+    )
+
+    def findings(self, history: History) -> list[Finding]:
+        bad_value = math.isnan if self.only_nan else (lambda v: not math.isfinite(v))
+        bad: dict[int, list[str]] = {}
+        for label, series in (("train loss", history.train_loss), ("validation loss", history.val_loss)):
+            for step, value in series:
+                if bad_value(value):
+                    bad.setdefault(step, []).append(label)
+        for rec in history.records:
+            for kind, stats in (("gradient", rec.gradients), ("weight", rec.weights)):
+                names = [f"{kind} {n}" for n, s in stats.items() if bad_value(s.norm)]
+                if names:
+                    bad.setdefault(rec.step, []).extend(names)
+        what = "NaN" if self.only_nan else "NaN/inf"
+        return [self._finding(step, f"{what} in {_names(names)}") for step, names in sorted(bad.items())]
+
+    def missing(self, history: History) -> str | None:
+        return None if history.train_loss or history.records else "no losses or tensors were recorded"
+
+
+class PoorWeightInitialization(Rule):
+    name = "PoorWeightInitialization"
+    defaults = {
+        "activation_inputs_regex": ".*relu_input",
+        "threshold": 10.0,
+        "distribution_range": 0.001,
+        "patience": 5,
+        "steps": 10,
+    }
+    recommendation = (
+        "Use an initialisation that keeps activation variance constant across layers (Kaiming for ReLU, "
+        "Xavier for tanh/sigmoid), or add normalisation layers; avoid constant or tiny initial weights."
+    )
+
+    def _loss_stall(self, history: History) -> int | None:
+        """First step at which the per-step loss had not beaten its best for ``patience`` steps (first steps)."""
+        best, since = math.inf, 0
+        for rec in history.records:
+            if rec.step >= self.steps or not finite(rec.loss):
+                continue
+            if rec.loss < best:
+                best, since = rec.loss, 0
+            else:
+                since += 1
+                if since >= self.patience:
+                    return rec.step
+        return None
+
+    def findings(self, history: History) -> list[Finding]:
+        """(a) activation-input variance differs > ``threshold``x across layers, or (b) the gradients' 5-95
+        percentile spread is below ``distribution_range`` while the loss has stalled for ``patience`` steps."""
+        regex = re.compile(self.activation_inputs_regex)
+        stall = self._loss_stall(history)
+        out = []
+        for rec in history.records:
+            if rec.step >= self.steps:
+                continue
+            reasons = []
+            variances = {n: v for n, v in rec.act_var.items() if regex.match(n) and finite(v)}
+            if len(variances) >= 2:
+                low, high = min(variances.values()), max(variances.values())
+                if high <= 0:
+                    reasons.append(f"all {len(variances)} activation inputs are constant (variance 0)")
+                elif low <= 0 or high / low > self.threshold:
+                    ratio = math.inf if low <= 0 else high / low
+                    reasons.append(
+                        f"activation-input variance varies {ratio:.3g}x across {len(variances)} layers "
+                        f"(> threshold {self.threshold:g}; {min(variances, key=variances.get)} {low:.3g} vs "
+                        f"{max(variances, key=variances.get)} {high:.3g})"
+                    )
+            narrow = finite(rec.grad_spread) and rec.grad_spread < self.distribution_range
+            if narrow and stall is not None and rec.step >= stall:
+                reasons.append(
+                    f"gradients' 5-95 percentile spread {rec.grad_spread:.3g} < distribution_range "
+                    f"{self.distribution_range:g} and the loss has not improved for {self.patience} steps (since step {stall})"
+                )
+            if reasons:
+                out.append(self._finding(rec.step, "; ".join(reasons)))
+        return out
+
+    def missing(self, history: History) -> str | None:
+        early = [r for r in history.records if r.step < self.steps]
+        return None if early else f"no step below steps={self.steps} was recorded"
+
+
+class LossNotDecreasing(Rule):
+    name = "LossNotDecreasing"
+    defaults = {"num_steps": 10, "diff_percent": 0.1, "increase_threshold_percent": 5.0, "mode": None}
+    recommendation = (
+        "Check the learning rate (zero or too small stalls, too large oscillates), that the labels match "
+        "the inputs, and that the parameters you mean to train are not frozen. At convergence, stop."
+    )
+    MODES = {"EVAL": "validation", "TRAIN": "train", "GLOBAL": "train"}
+
+    def __init__(self, action: str = "warn", **params: Any) -> None:
+        super().__init__(action, **params)
+        mode = self.params["mode"]
+        if mode is not None and str(mode).upper() not in self.MODES:
+            raise ValueError(f"callbacks.debugger.rules.LossNotDecreasing.mode={mode!r}: use EVAL, TRAIN, GLOBAL or null")
+
+    def _series(self, history: History) -> tuple[str, list[tuple[int, float]]]:
+        """mode null: validation loss when the run validates, else train loss (SageMaker: EVAL, then TRAIN)."""
+        mode = None if self.mode is None else self.MODES[str(self.mode).upper()]
+        if mode is None:
+            validates = history.has_validation if history.has_validation is not None else bool(history.val_loss)
+            mode = "validation" if validates else "train"
+        return mode, history.val_loss if mode == "validation" else history.train_loss
+
+    def _check(self, label: str, series: list[tuple[int, float]]) -> list[Finding]:
+        out, last_check, best = [], None, math.inf
+        for i, (step, value) in enumerate(series):
+            if finite(value):
+                best = min(best, value)
+            if last_check is not None and step - last_check < self.num_steps:
+                continue
+            ref = next((p for p in reversed(series[:i]) if p[0] <= step - self.num_steps), None)
+            if ref is None:
+                continue
+            last_check = step
+            ref_step, ref_value = ref
+            if not (finite(value) and finite(ref_value)) or ref_value == 0:
+                continue
+            decrease = 100.0 * (ref_value - value) / abs(ref_value)
+            rise = 100.0 * (value - best) / abs(best) if best not in (0.0, math.inf) else 0.0
+            if decrease < self.diff_percent:
+                out.append(self._finding(step, f"{label} loss went from {ref_value:.4g} (step {ref_step}) to {value:.4g} (step {step}), {-decrease:+.3g}%: it should drop by at least diff_percent {self.diff_percent:g}%"))
+            elif rise > self.increase_threshold_percent:
+                out.append(self._finding(step, f"{label} loss {value:.4g} is {rise:.3g}% above its minimum {best:.4g} (> increase_threshold_percent {self.increase_threshold_percent:g}%)"))
+        return out
+
+    def findings(self, history: History) -> list[Finding]:
+        return self._check(*self._series(history))
+
+    def missing(self, history: History) -> str | None:
+        label, series = self._series(history)
+        if len(series) >= 2 and series[-1][0] - series[0][0] >= self.num_steps:
+            return None
+        return f"fewer than num_steps={self.num_steps} steps of {label} loss were recorded"
+
+
+class Overfit(Rule):
+    name = "Overfit"
+    defaults = {"start_step": 0, "patience": 1, "ratio_threshold": 0.1}
+    recommendation = (
+        "Validation loss is well above training loss: regularise (dropout, weight decay, augmentation), "
+        "get more data, use a smaller model, or stop earlier (callbacks.early_stopping)."
+    )
+
+    def findings(self, history: History) -> list[Finding]:
+        out, streak, prev_val_step = [], 0, -1
+        for step, val in history.val_loss:
+            window = [v for s, v in history.train_loss if prev_val_step < s <= step and finite(v)]
+            if not window:
+                window = [v for s, v in history.train_loss if s <= step and finite(v)][-1:]
+            prev_val_step = step
+            if step < self.start_step or not window or not finite(val):
+                continue
+            train = float(np.mean(window))
+            if train <= 0:
+                continue
+            ratio = (val - train) / train
+            streak = streak + 1 if ratio > self.ratio_threshold else 0
+            if streak >= self.patience:
+                out.append(self._finding(step, f"validation loss {val:.4g} vs training loss {train:.4g}: (val - train) / train = {ratio:.3g} > ratio_threshold {self.ratio_threshold:g} for {streak} validation(s)"))
+        return out
+
+    def missing(self, history: History) -> str | None:
+        if not history.val_loss:
+            return "no validation loss was recorded (is there a validation set, and is val_loss logged?)"
+        return None if history.train_loss else "no training loss was recorded"
+
+
+class Overtraining(Rule):
+    name = "Overtraining"
+    defaults = {"patience_train": 5, "patience_validation": 10, "delta": 0.01}
+    recommendation = (
+        "Training loss still improves while validation loss has stopped improving: stop earlier "
+        "(callbacks.early_stopping), keep the best checkpoint, or regularise."
+    )
+
+    def findings(self, history: History) -> list[Finding]:
+        events = sorted([(s, 0, v) for s, v in history.train_loss] + [(s, 1, v) for s, v in history.val_loss])
+        best = [math.inf, math.inf]
+        since = [0, 0]
+        best_val_step = None
+        out = []
+        for step, kind, value in events:
+            if not finite(value):
+                continue
+            if best[kind] == math.inf or best[kind] - value > self.delta:
+                best[kind], since[kind] = value, 0
+                best_val_step = step if kind == 1 else best_val_step
+            else:
+                since[kind] += 1
+            if kind == 1 and since[1] >= self.patience_validation and since[0] < self.patience_train:
+                out.append(self._finding(step, f"validation loss has not improved by delta {self.delta:g} for {since[1]} validations (best {best[1]:.4g} at step {best_val_step}) while training loss keeps improving ({value:.4g} now vs train {best[0]:.4g})"))
+        return out
+
+    def missing(self, history: History) -> str | None:
+        if len(history.val_loss) <= self.patience_validation:
+            return f"needs more than patience_validation={self.patience_validation} validation runs, got {len(history.val_loss)}"
+        return None
+
+
+class WeightUpdateRatio(Rule):
+    name = "WeightUpdateRatio"
+    defaults = {"large_threshold": 10.0, "small_threshold": 1e-8, "epsilon": 1e-9}
+    per_record = True
+    recommendation = (
+        "Updates should be a small fraction of the weights (~1e-3): raise a too-small/zero learning rate, "
+        "lower a too-large one, and check the optimizer actually holds these parameters."
+    )
+
+    def findings(self, history: History) -> list[Finding]:
+        out = []
+        for rec in history.records:
+            ratios = {n: upd / (prev + self.epsilon) for n, (upd, prev) in rec.updates.items() if finite(upd) and finite(prev)}
+            large = [n for n, r in ratios.items() if r > self.large_threshold]
+            small = [n for n, r in ratios.items() if r < self.small_threshold]
+            parts = []
+            if large:
+                parts.append(f"{len(large)} weight(s) changed by more than {self.large_threshold:g}x their norm: {_names(large)}")
+            if small:
+                parts.append(f"{len(small)} of {len(ratios)} weight(s) changed by less than {self.small_threshold:g} of their norm: {_names(small)}")
+            if parts:
+                out.append(self._finding(rec.step, "; ".join(parts)))
+        return out
+
+    def missing(self, history: History) -> str | None:
+        return None if any(r.updates for r in history.records) else "no weight updates were recorded"
+
+
+class DeadRelu(Rule):
+    name = "DeadRelu"
+    defaults = {"threshold_inactivity": 1.0, "threshold_layer": 50.0}
+    per_record = True
+    recommendation = (
+        "Many ReLUs never fire: lower the learning rate, use Kaiming init, LeakyReLU/GELU, or "
+        "normalisation before the activation."
+    )
+
+    def findings(self, history: History) -> list[Finding]:
+        out = []
+        for rec in history.records:
+            dead = {}
+            for name, activity in rec.relu_activity.items():
+                pct = 100.0 * float(np.mean(np.asarray(activity) < self.threshold_inactivity)) if np.size(activity) else 0.0
+                if pct > self.threshold_layer:
+                    dead[name] = pct
+            if dead:
+                worst = max(dead, key=dead.get)
+                out.append(self._finding(rec.step, f"{len(dead)} layer(s) have more than {self.threshold_layer:g}% dead units (active < {self.threshold_inactivity:g}% of the time); worst {worst}: {dead[worst]:.0f}%"))
+        return out
+
+    def missing(self, history: History) -> str | None:
+        return None if any(r.relu_activity for r in history.records) else "no ReLU/ReLU6 module in a trainable part of the model"
+
+
+RULES: dict[str, type[Rule]] = {
+    cls.name: cls
+    for cls in (
+        VanishingGradient,
+        ExplodingTensor,
+        PoorWeightInitialization,
+        LossNotDecreasing,
+        Overfit,
+        Overtraining,
+        WeightUpdateRatio,
+        DeadRelu,
+    )
+}
+
+
+def build_rules(config: Mapping[str, Mapping[str, Any] | None] | None = None) -> list[Rule]:
+    """Rules from ``{name: {action, **params} | None}``; a null entry switches that rule off; None = all defaults."""
+    if config is None:
+        return [cls() for cls in RULES.values()]
+    rules = []
+    for name, params in config.items():
+        if name not in RULES:
+            raise ValueError(f"callbacks.debugger.rules.{name}: unknown rule; available: {', '.join(RULES)}")
+        if params is not None:
+            rules.append(RULES[name](**dict(params)))
+    return rules
+
+
+def evaluate(rules: list[Rule], history: History) -> tuple[list[RuleResult], list[Finding]]:
+    """Run every rule over the whole history: one result per rule in the shared shape, plus all findings."""
+    results, findings = [], []
+    for rule in rules:
+        try:
+            found = rule.findings(history)
+        except Exception as exc:  # a broken rule must not hide the others' results
+            results.append(RuleResult(rule.name, "Error", None, f"{type(exc).__name__}: {exc}", rule.recommendation))
+            continue
+        findings.extend(found)
+        if found:
+            first = found[0]
+            extra = f" (condition held at {len(found)} evaluations, steps {first.step}–{found[-1].step})" if len(found) > 1 else ""
+            results.append(RuleResult(rule.name, "IssuesFound", first.step, first.message + extra, rule.recommendation))
+        else:
+            why = rule.missing(history)
+            message = f"not evaluated: {why}" if why else "no issues found"
+            results.append(RuleResult(rule.name, "NoIssuesFound", None, message, ""))
+    return results, sorted(findings, key=lambda f: (f.step, f.rule))
