@@ -1,7 +1,10 @@
 """Serving speed: ``python -m serve`` (micro-batched) vs a one-request-at-a-time eager-PyTorch handler, one run.
 
-    python bench/serve.py                              # MobileNetV2, 133 classes, c = 1, 8, 32, soak 2,000 @ 16
-    python bench/serve.py --backbone resnet50 --threads 1 --precisions fp32
+    python bench/serve.py --threads 1 --requests 240   # MobileNetV2, 133 classes, c = 1, 8, 32, soak 2,000 @ 16
+    python bench/serve.py --backbone resnet50 --precisions fp32
+
+``--threads 1`` on a small shared machine: with two OpenMP threads per process, a forward pass stalls
+whenever another process holds one of the cores (10× slower measured here under load).
 
 Servers, all on 127.0.0.1, all fed the same 500×375 JPEG (the dog dataset's typical size) as image/jpeg:
   baseline   ThreadingHTTPServer + a lock: decode, eager ``ExportedClassifier`` forward (batch 1), answer —
