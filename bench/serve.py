@@ -193,8 +193,16 @@ def summarise(runs: list[dict], concurrency: int) -> dict:
     def pct(q: float) -> float:
         return ms[min(len(ms) - 1, int(q * len(ms)))] if ms else float("nan")
 
-    return {"concurrency": concurrency, "ok": len(ms), "errors": len(errors), "first_error": errors[0] if errors else None,
-            "p50_ms": pct(0.5), "p99_ms": pct(0.99), "throughput_rps": len(ms) / wall, "wall_s": wall}
+    return {
+        "concurrency": concurrency,
+        "ok": len(ms),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+        "p50_ms": pct(0.5),
+        "p99_ms": pct(0.99),
+        "throughput_rps": len(ms) / wall,
+        "wall_s": wall,
+    }
 
 
 class Reference:
@@ -245,9 +253,15 @@ def soak(url: str, pid: int, body: bytes, total: int, concurrency: int) -> dict:
     rest = load(url, body, concurrency, total - warm)
     end_rss = rss_mb(pid)
     summary = summarise([rest], concurrency)
-    return {**summary, "requests": total, "errors": len(first["errors"]) + len(rest["errors"]),
-            "first_error": (first["errors"] or rest["errors"] or [None])[0],
-            "rss_start_mb": start_rss, "rss_end_mb": end_rss, "rss_growth_pct": 100.0 * (end_rss - start_rss) / start_rss}
+    return {
+        **summary,
+        "requests": total,
+        "errors": len(first["errors"]) + len(rest["errors"]),
+        "first_error": (first["errors"] or rest["errors"] or [None])[0],
+        "rss_start_mb": start_rss,
+        "rss_end_mb": end_rss,
+        "rss_growth_pct": 100.0 * (end_rss - start_rss) / start_rss,
+    }
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -260,18 +274,44 @@ def write_json(path: Path, data: dict) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backbone", default="mobilenet_v2", help="torchvision backbone, random init (default %(default)s)")
+    p.add_argument(
+        "--backbone", default="mobilenet_v2", help="torchvision backbone, random init (default %(default)s)"
+    )
     p.add_argument("--classes", type=int, default=133, help="number of classes (default %(default)s)")
     p.add_argument("--ckpt", help="bench a trained checkpoint instead of a random-init model")
     p.add_argument("--levels", default="1,8,32", help="client concurrency levels (default %(default)s)")
-    p.add_argument("--requests", type=int, default=120, help="requests per level and server (default %(default)s)")
-    p.add_argument("--rounds", type=int, default=4, help="interleaved rounds the requests are split into (default %(default)s)")
-    p.add_argument("--precisions", default="fp32,bf16", help="our server's --precision values to bench (default %(default)s)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads for every server and the reference (default: torch's)")
-    p.add_argument("--max-batch-size", type=int, default=16, help="our server's --max-batch-size (default %(default)s)")
-    p.add_argument("--soak", type=int, default=2000, help="soak requests against ours (0 = skip; default %(default)s)")
+    p.add_argument(
+        "--requests", type=int, default=120, help="requests per level and server (default %(default)s)"
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=4,
+        help="interleaved rounds the requests are split into (default %(default)s)",
+    )
+    p.add_argument(
+        "--precisions",
+        default="fp32,bf16",
+        help="our server's --precision values to bench (default %(default)s)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for every server and the reference (default: torch's)",
+    )
+    p.add_argument(
+        "--max-batch-size", type=int, default=16, help="our server's --max-batch-size (default %(default)s)"
+    )
+    p.add_argument(
+        "--soak", type=int, default=2000, help="soak requests against ours (0 = skip; default %(default)s)"
+    )
     p.add_argument("--soak-concurrency", type=int, default=16, help="default %(default)s")
-    p.add_argument("--soak-precision", default="fp32", help="our server's precision during the soak (default %(default)s)")
+    p.add_argument(
+        "--soak-precision",
+        default="fp32",
+        help="our server's precision during the soak (default %(default)s)",
+    )
     p.add_argument("--json", type=Path, default=OUT / "serve.json", help="results file (default %(default)s)")
     return p.parse_args(argv)
 
@@ -299,7 +339,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for precision in precisions:
                 servers[f"ours-{precision}"] = LocalServer(
-                    model_pt, "--precision", precision, "--max-batch-size", str(args.max_batch_size), *threads,
+                    model_pt,
+                    "--precision",
+                    precision,
+                    "--max-batch-size",
+                    str(args.max_batch_size),
+                    *threads,
                     log_path=Path(tmp) / f"ours-{precision}.log",
                 ).start()
             for c in levels:
@@ -314,12 +359,16 @@ def main(argv: list[str] | None = None) -> int:
                     for name, server in servers.items():
                         runs[name].append(load(server.url, body, c, n))
                 results["levels"][str(c)] = {name: summarise(r, c) for name, r in runs.items()}
-            results["reference_ms"] = {name: ref.median_ms for name, ref in references.items() if ref.times_ms}
+            results["reference_ms"] = {
+                name: ref.median_ms for name, ref in references.items() if ref.times_ms
+            }
             if args.soak:
                 soak_server = servers.get(f"ours-{args.soak_precision}")
                 if soak_server is None:
                     raise SystemExit(f"--soak-precision {args.soak_precision} is not in --precisions")
-                results["soak"] = soak(soak_server.url, soak_server.pid, body, args.soak, args.soak_concurrency)
+                results["soak"] = soak(
+                    soak_server.url, soak_server.pid, body, args.soak, args.soak_concurrency
+                )
         finally:
             for server in servers.values():
                 server.stop()
@@ -332,16 +381,26 @@ def report(results: dict, levels: list[int], precisions: list[str]) -> None:
     print(f"{'server':<11} {'c':>3} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'errors':>6}")
     for c in levels:
         for name, r in results["levels"][str(c)].items():
-            print(f"{name:<11} {c:>3} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['throughput_rps']:>8.1f} {r['errors']:>6}")
+            print(
+                f"{name:<11} {c:>3} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['throughput_rps']:>8.1f} {r['errors']:>6}"
+            )
     lines = {}
     refs = results["reference_ms"]
     if "eager" in refs:
         p50 = results["levels"]["1"]["baseline"]["p50_ms"]
-        print(f"\nbaseline: decode+forward alone (eager) {refs['eager']:.1f} ms; p50 at c=1 {p50:.1f} ms = {p50 / refs['eager']:.2f}×")
+        print(
+            f"\nbaseline: decode+forward alone (eager) {refs['eager']:.1f} ms; p50 at c=1 {p50:.1f} ms = {p50 / refs['eager']:.2f}×"
+        )
     for precision in precisions:
         ref = refs.get(precision, float("nan"))
-        p50 = results["levels"]["1"][f"ours-{precision}"]["p50_ms"] if "1" in results["levels"] else float("nan")
-        print(f"\nours-{precision}: decode+forward alone {ref:.1f} ms; p50 at c=1 {p50:.1f} ms = {p50 / ref:.2f}× (goal ≤ 1.15×)")
+        p50 = (
+            results["levels"]["1"][f"ours-{precision}"]["p50_ms"]
+            if "1" in results["levels"]
+            else float("nan")
+        )
+        print(
+            f"\nours-{precision}: decode+forward alone {ref:.1f} ms; p50 at c=1 {p50:.1f} ms = {p50 / ref:.2f}× (goal ≤ 1.15×)"
+        )
         lines[f"p50_c1_over_decode_forward_{precision}"] = p50 / ref
         for c in levels:
             level = results["levels"][str(c)]
@@ -351,9 +410,11 @@ def report(results: dict, levels: list[int], precisions: list[str]) -> None:
             lines[f"throughput_ratio_c{c}_{precision}"] = ratio
     if "soak" in results:
         s = results["soak"]
-        print(f"\nsoak: {s['requests']} requests at c={s['concurrency']}: {s['errors']} errors, "
-              f"RSS {s['rss_start_mb']:.0f} → {s['rss_end_mb']:.0f} MB ({s['rss_growth_pct']:+.1f}%, goal < 10%), "
-              f"p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms, {s['throughput_rps']:.1f} req/s")
+        print(
+            f"\nsoak: {s['requests']} requests at c={s['concurrency']}: {s['errors']} errors, "
+            f"RSS {s['rss_start_mb']:.0f} → {s['rss_end_mb']:.0f} MB ({s['rss_growth_pct']:+.1f}%, goal < 10%), "
+            f"p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms, {s['throughput_rps']:.1f} req/s"
+        )
         lines.update(soak_errors=s["errors"], soak_rss_growth_pct=s["rss_growth_pct"])
     print()
     for key, value in lines.items():

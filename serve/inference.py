@@ -75,7 +75,9 @@ def load_model(path: str, device: str | None = None) -> torch.jit.ScriptModule:
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
         model = torch.jit.load(path, map_location=device)
     if not hasattr(model, "class_names") or not hasattr(model, "predict_images"):
-        raise RuntimeError(f"{path} is not a dogbreed export: it lacks class_names/predict_images (re-export it)")
+        raise RuntimeError(
+            f"{path} is not a dogbreed export: it lacks class_names/predict_images (re-export it)"
+        )
     return model.eval()
 
 
@@ -104,7 +106,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode_image(data: bytes, what: str = "body", max_pixels: int = MAX_IMAGE_PIXELS, min_side: int | None = None) -> torch.Tensor:
+def decode_image(
+    data: bytes, what: str = "body", max_pixels: int = MAX_IMAGE_PIXELS, min_side: int | None = None
+) -> torch.Tensor:
     """Encoded image bytes → uint8 RGB tensor (3, H, W).
 
     Dimensions are checked from the header before any pixel is decoded (decompression bombs → 413).
@@ -118,12 +122,15 @@ def decode_image(data: bytes, what: str = "body", max_pixels: int = MAX_IMAGE_PI
     except Image.DecompressionBombError as e:
         raise RequestError(413, f"{what}: image too large ({e}); downscale it") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise RequestError(400, f"{what} is not an image Pillow can read ({len(data)} bytes): send JPEG or PNG bytes") from e
+        raise RequestError(
+            400, f"{what} is not an image Pillow can read ({len(data)} bytes): send JPEG or PNG bytes"
+        ) from e
     with img:
         w, h = img.size
         if w * h > max_pixels:
             raise RequestError(
-                413, f"{what}: image is {w}×{h} = {w * h:,} pixels, over the limit of {max_pixels:,}; downscale it"
+                413,
+                f"{what}: image is {w}×{h} = {w * h:,} pixels, over the limit of {max_pixels:,}; downscale it",
             )
         if min_side and img.format == "JPEG":
             scale = min(w, h) / float(min_side)
@@ -133,8 +140,14 @@ def decode_image(data: bytes, what: str = "body", max_pixels: int = MAX_IMAGE_PI
             img.load()
             rgb = to_rgb(img)
         except (OSError, SyntaxError, ValueError, EOFError) as e:
-            raise RequestError(400, f"{what}: image data is truncated or corrupt ({e}); send the complete file") from e
-    return torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8).view(rgb.height, rgb.width, 3).permute(2, 0, 1)
+            raise RequestError(
+                400, f"{what}: image data is truncated or corrupt ({e}); send the complete file"
+            ) from e
+    return (
+        torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
+        .view(rgb.height, rgb.width, 3)
+        .permute(2, 0, 1)
+    )
 
 
 def _media_type(content_type: str | None) -> str:
@@ -151,7 +164,10 @@ def parse_instances(body: bytes | str, max_instances: int = MAX_INSTANCES) -> tu
     if not isinstance(instances, list) or not instances:
         raise RequestError(400, f"JSON body needs a non-empty 'instances' list: {JSON_SHAPE}")
     if len(instances) > max_instances:
-        raise RequestError(413, f"'instances' has {len(instances)} images, over the limit of {max_instances}; split the batch")
+        raise RequestError(
+            413,
+            f"'instances' has {len(instances)} images, over the limit of {max_instances}; split the batch",
+        )
     top_k = payload.get("top_k", TOP_K)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise RequestError(400, f"'top_k' must be a positive integer, got {top_k!r}")
@@ -182,9 +198,12 @@ def decode_request(
         return Batch([decode_image(body, "body", max_pixels, min_side)])
     if media == JSON_TYPE:
         encoded, top_k = parse_instances(body, max_instances)
-        return Batch([decode_image(d, f"instances[{i}]", max_pixels, min_side) for i, d in enumerate(encoded)], top_k)
+        return Batch(
+            [decode_image(d, f"instances[{i}]", max_pixels, min_side) for i, d in enumerate(encoded)], top_k
+        )
     raise RequestError(
-        415, f"unsupported Content-Type {content_type or '(none)'!r}: use {', '.join(IMAGE_TYPES)} or {JSON_TYPE}"
+        415,
+        f"unsupported Content-Type {content_type or '(none)'!r}: use {', '.join(IMAGE_TYPES)} or {JSON_TYPE}",
     )
 
 

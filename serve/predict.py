@@ -36,7 +36,9 @@ class PredictError(RuntimeError):
 
 
 def payload(image: bytes, top_k: int) -> bytes:
-    return json.dumps({"instances": [{"b64": base64.b64encode(image).decode("ascii")}], "top_k": top_k}).encode()
+    return json.dumps(
+        {"instances": [{"b64": base64.b64encode(image).decode("ascii")}], "top_k": top_k}
+    ).encode()
 
 
 def _first_prediction(body: bytes) -> dict:
@@ -61,7 +63,9 @@ def http_predictor(endpoint: str, top_k: int, timeout: float = 60.0) -> Callable
 
     def predict(image: bytes) -> dict:
         request = urllib.request.Request(
-            url, data=payload(image, top_k), method="POST",
+            url,
+            data=payload(image, top_k),
+            method="POST",
             headers={"Content-Type": "application/json", "Accept": "application/json"},
         )
         try:
@@ -116,13 +120,18 @@ def sagemaker_predictor(name: str, top_k: int, client=None) -> Callable[[bytes],
     def predict(image: bytes) -> dict:
         try:
             response = client.invoke_endpoint(
-                EndpointName=name, ContentType="application/json", Accept="application/json", Body=payload(image, top_k)
+                EndpointName=name,
+                ContentType="application/json",
+                Accept="application/json",
+                Body=payload(image, top_k),
             )
         except ClientError as e:
             err = e.response.get("Error", {})
             status = e.response.get("OriginalStatusCode")
             detail = e.response.get("OriginalMessage") or err.get("Message", str(e))
-            raise PredictError(f"endpoint {name}: {err.get('Code', 'error')}{f' {status}' if status else ''}: {detail}") from e
+            raise PredictError(
+                f"endpoint {name}: {err.get('Code', 'error')}{f' {status}' if status else ''}: {detail}"
+            ) from e
         except BotoCoreError as e:
             raise PredictError(f"endpoint {name}: {e}") from e
         return _first_prediction(response["Body"].read())
@@ -137,15 +146,23 @@ def format_prediction(name: str, prediction: dict) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m serve.predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m serve.predict",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files to classify")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--endpoint", help=f"URL of a running `python -m serve` (default {DEFAULT_ENDPOINT})")
     where.add_argument("--model", help="model.pt, its folder, or model.tar.gz: classify in this process")
     where.add_argument("--sagemaker-endpoint", metavar="NAME", help="name of a deployed SageMaker endpoint")
-    p.add_argument("--top-k", type=int, default=5, help="how many breeds to print per image (default %(default)s)")
+    p.add_argument(
+        "--top-k", type=int, default=5, help="how many breeds to print per image (default %(default)s)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object per image instead of text")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP request (default %(default)s)")
+    p.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds per HTTP request (default %(default)s)"
+    )
     args = p.parse_args(argv)
     if args.top_k < 1:
         p.error("--top-k must be at least 1")
@@ -181,7 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             failed += 1
             print(f"{name}: {e}", file=sys.stderr)
             continue
-        print(json.dumps({"image": name, **prediction}) if args.json else format_prediction(name, prediction), flush=True)
+        print(
+            json.dumps({"image": name, **prediction}) if args.json else format_prediction(name, prediction),
+            flush=True,
+        )
     return 1 if failed else 0
 
 

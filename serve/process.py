@@ -24,9 +24,26 @@ from pathlib import Path
 class LocalServer:
     """A ``python -m serve --port 0`` child process; ``url`` is set once ``GET /ping`` answers 200."""
 
-    def __init__(self, model: str | os.PathLike, *args: str, log_path: str | os.PathLike | None = None,
-                 ready_timeout: float = 180.0, env: dict[str, str] | None = None) -> None:
-        self.command = [sys.executable, "-m", "serve", "--model", str(model), "--host", "127.0.0.1", "--port", "0", *args]
+    def __init__(
+        self,
+        model: str | os.PathLike,
+        *args: str,
+        log_path: str | os.PathLike | None = None,
+        ready_timeout: float = 180.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.command = [
+            sys.executable,
+            "-m",
+            "serve",
+            "--model",
+            str(model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            *args,
+        ]
         if log_path is None:
             fd, log_path = tempfile.mkstemp(prefix="serve-", suffix=".log")
             os.close(fd)
@@ -56,15 +73,22 @@ class LocalServer:
 
     def start(self) -> LocalServer:
         root = Path(__file__).resolve().parent.parent
-        env = {**self.env, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), self.env.get("PYTHONPATH")]))}
+        env = {
+            **self.env,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(root), self.env.get("PYTHONPATH")])),
+        }
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             if not self.alive():
-                raise RuntimeError(f"server exited with {self.process.returncode} before it was ready:\n{self.log()[-3000:]}")
+                raise RuntimeError(
+                    f"server exited with {self.process.returncode} before it was ready:\n{self.log()[-3000:]}"
+                )
             if not self.url:
-                self.url = next((json.loads(line)["url"] for line in self.log().splitlines() if '"listening"' in line), "")
+                self.url = next(
+                    (json.loads(line)["url"] for line in self.log().splitlines() if '"listening"' in line), ""
+                )
             if self.url and self._ping() == 200:
                 return self
             time.sleep(0.2)

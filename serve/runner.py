@@ -40,7 +40,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "bf16" if native else "fp32"
     if precision == "bf16" and not native:
-        log.warning("bf16 is emulated on this %s (no native kernels): expect it to be slower than fp32", device.type)
+        log.warning(
+            "bf16 is emulated on this %s (no native kernels): expect it to be slower than fp32", device.type
+        )
     return precision
 
 
@@ -62,16 +64,26 @@ class Runner:
         self._fast = None
         if self.precision == "bf16" and self.device.type == "cpu":
             if hasattr(model, "net") and hasattr(model, "preprocess"):
-                with warnings.catch_warnings():  # deprecation notices from torch.jit, a .grad probe in deepcopy
+                with (
+                    warnings.catch_warnings()
+                ):  # deprecation notices from torch.jit, a .grad probe in deepcopy
                     warnings.simplefilter("ignore")
-                    net = copy.deepcopy(model.net).eval().to(torch.bfloat16).to(memory_format=torch.channels_last)
+                    net = (
+                        copy.deepcopy(model.net)
+                        .eval()
+                        .to(torch.bfloat16)
+                        .to(memory_format=torch.channels_last)
+                    )
                     self._fast = torch.jit.freeze(net)
             else:
                 log.warning("model.pt has no separate net/preprocess: serving it in fp32")
                 self.precision = "fp32"
 
     def describe(self) -> str:
-        mode = {"fp32": "fp32", "bf16": "bf16 autocast" if self.device.type == "cuda" else "bf16 frozen channels_last"}
+        mode = {
+            "fp32": "fp32",
+            "bf16": "bf16 autocast" if self.device.type == "cuda" else "bf16 frozen channels_last",
+        }
         return f"{mode[self.precision]} on {self.device}"
 
     @torch.inference_mode()
@@ -102,6 +114,9 @@ class Runner:
                 cost = (time.perf_counter() - started) / n
                 per_image[n] = min(per_image.get(n, cost), cost)
         chosen = pick_batch_size(per_image, tolerance)
-        log.info("per-image ms by batch size: %s → batches of up to %d",
-                 " ".join(f"{n}:{1000 * c:.1f}" for n, c in per_image.items()), chosen)
+        log.info(
+            "per-image ms by batch size: %s → batches of up to %d",
+            " ".join(f"{n}:{1000 * c:.1f}" for n, c in per_image.items()),
+            chosen,
+        )
         return chosen

@@ -99,7 +99,11 @@ class Engine:
             self.batcher = MicroBatcher(runner, batch_size, s.max_wait_ms / 1000.0, s.max_queue)  # now ready
             log.info(
                 "model ready: %s (%d classes, %s, batches of up to %d) in %.1fs",
-                s.model, len(runner.class_names), runner.describe(), batch_size, time.perf_counter() - started,
+                s.model,
+                len(runner.class_names),
+                runner.describe(),
+                batch_size,
+                time.perf_counter() - started,
             )
         except Exception as e:  # noqa: BLE001 — reported through /ping and on_failure
             self.failure = f"model {s.model} failed to load: {e}"
@@ -170,7 +174,9 @@ async def read_body(request: Request, limit: int) -> bytes:
         if not declared.isdigit():
             raise RequestError(400, f"Content-Length {declared!r} is not a number")
         if int(declared) > limit + DRAIN_BYTES:
-            raise RequestError(413, f"body is {int(declared):,} bytes, over the limit of {limit:,}; send a smaller image")
+            raise RequestError(
+                413, f"body is {int(declared):,} bytes, over the limit of {limit:,}; send a smaller image"
+            )
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -194,7 +200,9 @@ async def wait_results(futures: list[Future], request: Request, timeout: float) 
     results = asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
     gone = asyncio.ensure_future(_client_gone(request))
     try:
-        done, _ = await asyncio.wait({results, gone}, timeout=max(timeout, 0.0), return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {results, gone}, timeout=max(timeout, 0.0), return_when=asyncio.FIRST_COMPLETED
+        )
     finally:
         gone.cancel()
     if results in done:
@@ -212,11 +220,17 @@ async def invoke(request: Request, engine: Engine) -> Response:
     s = engine.settings
     deadline = time.monotonic() + s.timeout_s
     if not engine.ready:
-        return error(503, engine.failure or "model is still loading; retry when GET /ping answers 200", retry_after=1)
+        return error(
+            503, engine.failure or "model is still loading; retry when GET /ping answers 200", retry_after=1
+        )
     content_type = request.headers.get("content-type")
     media = (content_type or "").split(";")[0].strip().lower()
     if not (media == JSON_TYPE or media in IMAGE_TYPES or media.startswith("image/")):
-        return error(415, f"unsupported Content-Type {content_type or '(none)'!r}: use {', '.join(IMAGE_TYPES)} or {JSON_TYPE}", close=True)
+        return error(
+            415,
+            f"unsupported Content-Type {content_type or '(none)'!r}: use {', '.join(IMAGE_TYPES)} or {JSON_TYPE}",
+            close=True,
+        )
     accept = request.headers.get("accept")
     check_accept(accept)
     try:
@@ -229,7 +243,9 @@ async def invoke(request: Request, engine: Engine) -> Response:
         # Submitting from the decode thread hands the images straight to the inference thread,
         # without a round trip through the event loop.
         try:
-            batch = decode_request(body, content_type, s.max_image_pixels, s.max_instances, runner.resize_size)
+            batch = decode_request(
+                body, content_type, s.max_image_pixels, s.max_instances, runner.resize_size
+            )
             return batch, batcher.submit(batch.images)
         finally:
             batcher.arrived()
@@ -250,7 +266,9 @@ async def invoke(request: Request, engine: Engine) -> Response:
     try:
         rows = await wait_results(futures, request, deadline - time.monotonic())
     except TimeoutError:
-        return error(503, f"no answer within {s.timeout_s:g}s: the server is overloaded; retry later", retry_after=1)
+        return error(
+            503, f"no answer within {s.timeout_s:g}s: the server is overloaded; retry later", retry_after=1
+        )
     predictions = top_predictions(torch.stack(rows), runner.class_names, batch.top_k)
     return Response(output_fn(predictions, accept), media_type=JSON_TYPE)
 
@@ -281,7 +299,11 @@ def create_app(settings: Settings, on_failure: Callable[[str], None] | None = No
     async def ping() -> Response:
         if not engine.ready:
             return error(503, engine.failure or "model is still loading")
-        body = {"status": "ready", "classes": len(engine.runner.class_names), "precision": engine.runner.describe()}
+        body = {
+            "status": "ready",
+            "classes": len(engine.runner.class_names),
+            "precision": engine.runner.describe(),
+        }
         return Response(json.dumps(body), media_type=JSON_TYPE)
 
     @app.post("/invocations")
@@ -307,7 +329,9 @@ def create_app(settings: Settings, on_failure: Callable[[str], None] | None = No
         body = {"ready": engine.ready, "settings": asdict(settings)}
         if engine.batcher is not None:
             batcher = engine.batcher
-            body.update(max_batch_size=batcher.max_batch_size, queued=batcher.queued, **batcher.stats.as_dict())
+            body.update(
+                max_batch_size=batcher.max_batch_size, queued=batcher.queued, **batcher.stats.as_dict()
+            )
         return Response(json.dumps(body), media_type=JSON_TYPE)
 
     @app.get("/")

@@ -31,7 +31,9 @@ def model_pt(trained_run) -> Path:
 
 
 def fetch(url: str, data: bytes | None = None, headers: dict | None = None) -> tuple[int, dict, dict]:
-    req = urllib.request.Request(url, data=data, headers=headers or {}, method="POST" if data is not None else "GET")
+    req = urllib.request.Request(
+        url, data=data, headers=headers or {}, method="POST" if data is not None else "GET"
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, dict(r.headers), json.loads(r.read())
@@ -44,7 +46,9 @@ def inprocess_server(settings: srv.Settings) -> Iterator[str]:
     """create_app under uvicorn in a thread on a free port; yields the base URL."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(srv.create_app(settings), host="127.0.0.1", port=0, log_config=None, access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(srv.create_app(settings), host="127.0.0.1", port=0, log_config=None, access_log=False)
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -106,11 +110,16 @@ def test_timeouts_answer_503_and_abandoned_requests_are_never_computed(model_pt,
                 time.sleep(0.3)  # the inference thread is now held inside the model
                 host, port = urlsplit(url).hostname, urlsplit(url).port
                 with socket.create_connection((host, port)) as sock:  # queued behind it, then hangs up
-                    sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
-                                 + f"Content-Length: {len(image)}\r\n\r\n".encode() + image)
+                    sock.sendall(
+                        b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                        + f"Content-Length: {len(image)}\r\n\r\n".encode()
+                        + image
+                    )
                     time.sleep(0.3)
                 status, headers, body = stuck.result(30)
-            assert status == 503 and "no answer within 1.5s" in body["error"] and headers["retry-after"] == "1"
+            assert (
+                status == 503 and "no answer within 1.5s" in body["error"] and headers["retry-after"] == "1"
+            )
             gate.set()
             deadline = time.monotonic() + 20
             while (stats := fetch(url + "/stats")[2])["items"] < 1 or stats["queued"]:
@@ -125,10 +134,13 @@ def test_timeouts_answer_503_and_abandoned_requests_are_never_computed(model_pt,
 def test_a_model_that_cannot_load_stops_the_server_with_a_message(tmp_path):
     broken = tmp_path / "model.pt"
     broken.write_bytes(b"not torchscript")
-    result = subprocess.run([sys.executable, "-m", "serve", "--model", str(broken), "--port", "0", "--no-warmup"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "serve", "--model", str(broken), "--port", "0", "--no-warmup"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1 and f"model {broken} failed to load" in result.stderr
-
 
 
 def test_a_missing_model_is_a_usage_error(tmp_path, capsys):
@@ -150,7 +162,9 @@ def test_bf16_runner_agrees_with_the_fp32_artifact(model_pt, synthetic_root):
         assert torch.equal(fp32(images), reference)
         fast = bf16(images)
     assert torch.equal(fast.argmax(1), reference.argmax(1))
-    assert (fast - reference).abs().max() < 0.15 and torch.allclose(fast.sum(1), torch.ones(len(images)), atol=1e-3)
+    assert (fast - reference).abs().max() < 0.15 and torch.allclose(
+        fast.sum(1), torch.ones(len(images)), atol=1e-3
+    )
 
 
 def test_auto_precision_is_bf16_only_where_it_is_native():

@@ -44,7 +44,12 @@ def png_header_only(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def odd_images() -> dict[str, tuple[bytes, tuple[int, int, int] | None]]:
@@ -92,25 +97,35 @@ def test_sagemaker_chain_matches_the_library_predictor(model, trained_run, synth
     from dogbreed.predict import load_model
 
     images = held_out(synthetic_root)
-    library = load_model(Path(trained_run["output_dir"]) / "model" / "model.pt").predict([p for p, _ in images], top_k=3)
+    library = load_model(Path(trained_run["output_dir"]) / "model" / "model.pt").predict(
+        [p for p, _ in images], top_k=3
+    )
     # The toolkit's chain, as SageMaker runs it: one JSON request carrying every held-out image ...
-    body = json.dumps({"instances": [{"b64": base64.b64encode(p.read_bytes()).decode()} for p, _ in images], "top_k": 3})
+    body = json.dumps(
+        {"instances": [{"b64": base64.b64encode(p.read_bytes()).decode()} for p, _ in images], "top_k": 3}
+    )
     answer = json.loads(output_fn(predict_fn(input_fn(body, "application/json"), model), "application/json"))
     for pred, expected in zip(answer["predictions"], library, strict=True):
         assert pred["label"] == expected.label
         assert pred["probability"] == pytest.approx(expected.probability, abs=1e-4)
         assert [t["label"] for t in pred["top_k"]] == [label for label, _ in expected.top_k]
     # ... and one raw JPEG.
-    (single,) = json.loads(output_fn(predict_fn(input_fn(images[0][0].read_bytes(), "image/jpeg"), model), None))["predictions"]
+    (single,) = json.loads(
+        output_fn(predict_fn(input_fn(images[0][0].read_bytes(), "image/jpeg"), model), None)
+    )["predictions"]
     assert single["label"] == library[0].label
     correct = sum(p.label == truth for p, (_, truth) in zip(library, images, strict=True))
-    assert correct / len(images) == pytest.approx(trained_run["test_acc"], abs=0.07)  # the right classes come back
+    assert correct / len(images) == pytest.approx(
+        trained_run["test_acc"], abs=0.07
+    )  # the right classes come back
 
 
 def test_json_batch_keeps_order_and_accepts_text_bodies(model, synthetic_root):
     # For application/json the toolkit hands input_fn a str (UTF-8 decoded), not bytes.
     (a, _), (b, _) = held_out(synthetic_root)[0], held_out(synthetic_root)[-1]
-    body = json.dumps({"instances": [{"b64": base64.b64encode(p.read_bytes()).decode()} for p in (a, b, a)], "top_k": 2})
+    body = json.dumps(
+        {"instances": [{"b64": base64.b64encode(p.read_bytes()).decode()} for p in (a, b, a)], "top_k": 2}
+    )
     preds = predict_fn(input_fn(body, "application/json; charset=utf-8"), model)
     single = [predict_fn(input_fn(p.read_bytes(), "application/x-image"), model)[0] for p in (a, b)]
     assert [p["label"] for p in preds] == [single[0]["label"], single[1]["label"], single[0]["label"]]
@@ -136,8 +151,13 @@ def test_model_tar_handler_needs_only_torch_and_pillow(model_dir, synthetic_root
         print(inference.output_fn(inference.predict_fn(data, model), "application/json"))
         """
     )
-    result = subprocess.run([sys.executable, "-c", script, str(tmp_path), str(image)],
-                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path), str(image)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.splitlines()[-1])["predictions"][0]["label"] == truth
 
@@ -191,16 +211,46 @@ def b64(data: bytes) -> str:
         (b"{not json", "application/json", 400, "not valid JSON"),
         (b'["a list"]', "application/json", 400, "'instances'"),
         (b'{"instances": []}', "application/json", 400, "'instances'"),
-        (json.dumps({"instances": [{"b64": b64(b"x")}, {"image": "x"}]}).encode(), "application/json", 400, "instances[1]"),
-        (b'{"instances": [{"b64": "@@not base64@@"}]}', "application/json", 400, "instances[0].b64 is not valid base64"),
-        (json.dumps({"instances": [{"b64": b64(b"not an image")}]}).encode(), "application/json", 400, "instances[0] is not an image"),
-        (json.dumps({"instances": [{"b64": "eA=="}] * 3}).encode(), "application/json", 413, "split the batch"),
+        (
+            json.dumps({"instances": [{"b64": b64(b"x")}, {"image": "x"}]}).encode(),
+            "application/json",
+            400,
+            "instances[1]",
+        ),
+        (
+            b'{"instances": [{"b64": "@@not base64@@"}]}',
+            "application/json",
+            400,
+            "instances[0].b64 is not valid base64",
+        ),
+        (
+            json.dumps({"instances": [{"b64": b64(b"not an image")}]}).encode(),
+            "application/json",
+            400,
+            "instances[0] is not an image",
+        ),
+        (
+            json.dumps({"instances": [{"b64": "eA=="}] * 3}).encode(),
+            "application/json",
+            413,
+            "split the batch",
+        ),
         (json.dumps({"instances": [{"b64": "eA=="}], "top_k": 0}).encode(), "application/json", 400, "top_k"),
         (b"hello", "text/plain", 415, "unsupported Content-Type 'text/plain'"),
         (b"hello", None, 415, "(none)"),
     ],
-    ids=["bad-json", "not-an-object", "no-instances", "no-b64-field", "bad-base64", "b64-not-image",
-         "too-many-instances", "bad-top-k", "wrong-content-type", "no-content-type"],
+    ids=[
+        "bad-json",
+        "not-an-object",
+        "no-instances",
+        "no-b64-field",
+        "bad-base64",
+        "b64-not-image",
+        "too-many-instances",
+        "bad-top-k",
+        "wrong-content-type",
+        "no-content-type",
+    ],
 )
 def test_malformed_requests_name_the_field(body, content_type, status, words):
     with pytest.raises(RequestError) as info:

@@ -18,7 +18,14 @@ def pretty(label: str) -> str:
 @pytest.fixture(scope="module")
 def server(trained_run, tmp_path_factory):
     model = Path(trained_run["output_dir"]) / "model" / "model.pt"
-    with LocalServer(model, "--threads", "1", "--max-batch-size", "2", log_path=tmp_path_factory.mktemp("page") / "server.log") as s:
+    with LocalServer(
+        model,
+        "--threads",
+        "1",
+        "--max-batch-size",
+        "2",
+        log_path=tmp_path_factory.mktemp("page") / "server.log",
+    ) as s:
         yield s
 
 
@@ -39,12 +46,17 @@ def test_upload_a_photo_and_see_its_breed(server, synthetic_root, tmp_path):
         WebDriverWait(driver, 20).until(lambda d: "model ready" in d.find_element(By.ID, "status").text)
         assert "4 breeds" in driver.find_element(By.ID, "status").text
         driver.find_element(By.ID, "file").send_keys(str(photo))
-        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "label").text not in ("", "Classifying…"))
+        WebDriverWait(driver, 30).until(
+            lambda d: d.find_element(By.ID, "label").text not in ("", "Classifying…")
+        )
         assert driver.find_element(By.ID, "label").text == expected
         rows = driver.find_elements(By.CSS_SELECTOR, "#results li")
         assert len(rows) == 4  # top-5 of a 4-class model
         assert rows[0].get_attribute("data-label") == photo.parent.name
-        widths = [float(r.find_element(By.CLASS_NAME, "fill").value_of_css_property("width").removesuffix("px")) for r in rows]
+        widths = [
+            float(r.find_element(By.CLASS_NAME, "fill").value_of_css_property("width").removesuffix("px"))
+            for r in rows
+        ]
         assert widths == sorted(widths, reverse=True) and widths[0] > 0
         assert driver.find_element(By.ID, "error").text == ""
         driver.save_screenshot(str(tmp_path / "page.png"))

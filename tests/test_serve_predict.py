@@ -43,11 +43,17 @@ def test_json_output_and_failures_set_the_exit_status(model_dir, sample, tmp_pat
     path, truth = sample
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    assert main([str(path), str(broken), str(tmp_path / "missing.jpg"), "--model", str(model_dir), "--json"]) == 1
+    assert (
+        main([str(path), str(broken), str(tmp_path / "missing.jpg"), "--model", str(model_dir), "--json"])
+        == 1
+    )
     out, err = capsys.readouterr()
     (record,) = [json.loads(line) for line in out.splitlines()]
     assert record["image"] == str(path) and record["label"] == truth and len(record["top_k"]) == 4
-    assert f"{broken}: file: image data is truncated" in err and f"{tmp_path / 'missing.jpg'}: cannot read" in err
+    assert (
+        f"{broken}: file: image data is truncated" in err
+        and f"{tmp_path / 'missing.jpg'}: cannot read" in err
+    )
 
 
 def test_unreachable_endpoint_and_missing_model_fail_clearly(sample, tmp_path, capsys):
@@ -61,7 +67,9 @@ def test_unreachable_endpoint_and_missing_model_fail_clearly(sample, tmp_path, c
 def sagemaker_client():
     import boto3
 
-    return boto3.client("sagemaker-runtime", region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+    return boto3.client(
+        "sagemaker-runtime", region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test"
+    )
 
 
 def test_sagemaker_endpoint_gets_the_handler_payload(model_dir, sample):
@@ -71,14 +79,21 @@ def test_sagemaker_endpoint_gets_the_handler_payload(model_dir, sample):
     path, truth = sample
     image = path.read_bytes()
     # What the endpoint would answer: code/inference.py run on exactly the payload the client sends.
-    answer = output_fn(predict_fn(input_fn(payload(image, 3).decode(), "application/json"), model_fn(str(model_dir))), "application/json").encode()
+    answer = output_fn(
+        predict_fn(input_fn(payload(image, 3).decode(), "application/json"), model_fn(str(model_dir))),
+        "application/json",
+    ).encode()
     client = sagemaker_client()
     with Stubber(client) as stub:
         stub.add_response(
             "invoke_endpoint",
             {"Body": StreamingBody(io.BytesIO(answer), len(answer)), "ContentType": "application/json"},
-            expected_params={"EndpointName": "dogbreed-prod", "ContentType": "application/json",
-                             "Accept": "application/json", "Body": payload(image, 3)},
+            expected_params={
+                "EndpointName": "dogbreed-prod",
+                "ContentType": "application/json",
+                "Accept": "application/json",
+                "Body": payload(image, 3),
+            },
         )
         prediction = sagemaker_predictor("dogbreed-prod", 3, client=client)(image)
         stub.assert_no_pending_responses()
@@ -91,9 +106,14 @@ def test_sagemaker_model_error_carries_the_handler_message(sample):
     client = sagemaker_client()
     with Stubber(client) as stub:
         stub.add_client_error(
-            "invoke_endpoint", service_error_code="ModelError", service_message="Received client error (400)",
+            "invoke_endpoint",
+            service_error_code="ModelError",
+            service_message="Received client error (400)",
             http_status_code=424,
-            modeled_fields={"OriginalStatusCode": 400, "OriginalMessage": '{"error": "body is not an image"}'},
+            modeled_fields={
+                "OriginalStatusCode": 400,
+                "OriginalMessage": '{"error": "body is not an image"}',
+            },
         )
         with pytest.raises(PredictError, match=r"ModelError 400: \{\"error\": \"body is not an image\"\}"):
             sagemaker_predictor("dogbreed-prod", 5, client=client)(sample[0].read_bytes())

@@ -39,7 +39,12 @@ def png_header_only(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def held_out(root: Path) -> list[tuple[Path, str]]:
@@ -65,15 +70,32 @@ def correct_images(model_pt, synthetic_root) -> list[tuple[Path, str]]:
 
 @pytest.fixture(scope="module")
 def server(model_pt, tmp_path_factory):
-    args = ["--max-body-bytes", str(MAX_BODY), "--max-image-pixels", str(MAX_PIXELS), "--max-instances", "8",
-            "--max-batch-size", "4", "--max-wait-ms", "20", "--timeout", "5", "--precision", "fp32", "--threads", "1",
-            "--no-warmup"]  # keep batches of 4: the warm-up may find single images cheaper on this CPU
+    args = [
+        "--max-body-bytes",
+        str(MAX_BODY),
+        "--max-image-pixels",
+        str(MAX_PIXELS),
+        "--max-instances",
+        "8",
+        "--max-batch-size",
+        "4",
+        "--max-wait-ms",
+        "20",
+        "--timeout",
+        "5",
+        "--precision",
+        "fp32",
+        "--threads",
+        "1",
+        "--no-warmup",
+    ]  # keep batches of 4: the warm-up may find single images cheaper on this CPU
     with LocalServer(model_pt, *args, log_path=tmp_path_factory.mktemp("serve") / "server.log") as running:
         yield running
 
 
-def request(server: LocalServer, method: str, path: str, body: bytes | None = None,
-            headers: dict | None = None, **kw) -> tuple[int, dict, bytes]:
+def request(
+    server: LocalServer, method: str, path: str, body: bytes | None = None, headers: dict | None = None, **kw
+) -> tuple[int, dict, bytes]:
     url = urlsplit(server.url)
     conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
     try:
@@ -85,7 +107,9 @@ def request(server: LocalServer, method: str, path: str, body: bytes | None = No
 
 
 def invoke(server: LocalServer, body: bytes, content_type: str | None = "image/jpeg") -> tuple[int, dict]:
-    status, _, data = request(server, "POST", "/invocations", body, {"Content-Type": content_type} if content_type else {})
+    status, _, data = request(
+        server, "POST", "/invocations", body, {"Content-Type": content_type} if content_type else {}
+    )
     return status, json.loads(data)
 
 
@@ -120,7 +144,9 @@ def test_a_held_out_image_comes_back_with_its_class(server, correct_images):
 
 def test_json_batch_answers_every_instance_in_order(server, correct_images):
     chosen = correct_images[:3]
-    body = json.dumps({"instances": [{"b64": base64.b64encode(p.read_bytes()).decode()} for p, _ in chosen], "top_k": 2})
+    body = json.dumps(
+        {"instances": [{"b64": base64.b64encode(p.read_bytes()).decode()} for p, _ in chosen], "top_k": 2}
+    )
     status, answer = invoke(server, body.encode(), "application/json")
     assert status == 200
     assert [p["label"] for p in answer["predictions"]] == [truth for _, truth in chosen]
@@ -160,11 +186,27 @@ def truncated_jpeg() -> bytes:
         (lambda: b"hello", None, 415, "unsupported Content-Type"),
         (lambda: b'{"instances": [', "application/json", 400, "not valid JSON"),
         (lambda: b'{"instances": [{"b64": "%%%"}]}', "application/json", 400, "not valid base64"),
-        (lambda: json.dumps({"instances": [{"b64": "eA=="}] * 9}).encode(), "application/json", 413, "over the limit of 8"),
+        (
+            lambda: json.dumps({"instances": [{"b64": "eA=="}] * 9}).encode(),
+            "application/json",
+            413,
+            "over the limit of 8",
+        ),
         (lambda: os.urandom(MAX_BODY + 50_000), "image/jpeg", 413, "over the limit"),
     ],
-    ids=["non-image", "truncated-jpeg", "empty-body", "huge-dimensions", "decompression-bomb", "wrong-content-type",
-         "no-content-type", "bad-json", "bad-base64", "too-many-instances", "oversize-body"],
+    ids=[
+        "non-image",
+        "truncated-jpeg",
+        "empty-body",
+        "huge-dimensions",
+        "decompression-bomb",
+        "wrong-content-type",
+        "no-content-type",
+        "bad-json",
+        "bad-base64",
+        "too-many-instances",
+        "oversize-body",
+    ],
 )
 def test_bad_input_gets_the_right_status_and_a_json_error(server, make, content_type, status, words):
     got, answer = invoke(server, make(), content_type)
@@ -174,8 +216,14 @@ def test_bad_input_gets_the_right_status_and_a_json_error(server, make, content_
 
 def test_oversize_chunked_upload_is_refused(server):
     chunks = iter([os.urandom(16 * 1024)] * 20)  # 320 KiB, no Content-Length
-    status, _, body = request(server, "POST", "/invocations", chunks,
-                              {"Content-Type": "image/jpeg", "Transfer-Encoding": "chunked"}, encode_chunked=True)
+    status, _, body = request(
+        server,
+        "POST",
+        "/invocations",
+        chunks,
+        {"Content-Type": "image/jpeg", "Transfer-Encoding": "chunked"},
+        encode_chunked=True,
+    )
     assert status == 413 and "limit" in json.loads(body)["error"]
 
 
@@ -196,7 +244,9 @@ def wait_for_record(server: LocalServer, predicate, timeout: float = 10.0) -> di
 
 
 def test_client_disconnecting_mid_upload_is_logged_and_harmless(server, correct_images):
-    head = b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n"
+    head = (
+        b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n"
+    )
     raw_exchange(server, head + b"\xff\xd8" + b"\0" * 5000, then_close=True)
     record = wait_for_record(server, lambda r: r["status"] == 499)
     assert record["error"] == "client disconnected" and record["bytes_in"] < 100000
@@ -205,7 +255,9 @@ def test_client_disconnecting_mid_upload_is_logged_and_harmless(server, correct_
 
 
 def test_a_stalled_upload_times_out_with_408(server):
-    head = b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 1000\r\n\r\n"
+    head = (
+        b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 1000\r\n\r\n"
+    )
     started = time.monotonic()
     answer = raw_exchange(server, head + b"\xff\xd8", then_close=False)
     assert answer.startswith(b"HTTP/1.1 408") and b"not received within 5s" in answer
@@ -232,7 +284,9 @@ def test_concurrent_requests_share_forward_passes(server, correct_images):
 def test_access_log_has_one_json_line_per_request_with_latency(server):
     invoke(server, b"hello", "text/plain")
     record = wait_for_record(server, lambda r: r["status"] == 415)
-    assert record["method"] == "POST" and record["path"] == "/invocations" and "Content-Type" in record["error"]
+    assert (
+        record["method"] == "POST" and record["path"] == "/invocations" and "Content-Type" in record["error"]
+    )
     ok = wait_for_record(server, lambda r: r["status"] == 200 and r["path"] == "/invocations")
     assert ok["latency_ms"] > 0 and ok["images"] == 1 and ok["bytes_in"] > 0 and ok["bytes_out"] > 0
 
@@ -241,13 +295,23 @@ def test_predict_client_against_the_server(server, correct_images, tmp_path):
     (path, truth), bad = correct_images[0], tmp_path / "notes.jpg"
     bad.write_text("not a photo")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    ok = subprocess.run([sys.executable, "-m", "serve.predict", str(path), "--endpoint", server.url, "--top-k", "2"],
-                        capture_output=True, text=True, timeout=60, env=env)
+    ok = subprocess.run(
+        [sys.executable, "-m", "serve.predict", str(path), "--endpoint", server.url, "--top-k", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert ok.returncode == 0, ok.stderr
     lines = ok.stdout.splitlines()
     assert lines[0].startswith(f"{path}: {truth} ") and len(lines) == 3 and lines[1].strip().endswith(truth)
-    mixed = subprocess.run([sys.executable, "-m", "serve.predict", str(bad), str(path), "--endpoint", server.url],
-                           capture_output=True, text=True, timeout=60, env=env)
+    mixed = subprocess.run(
+        [sys.executable, "-m", "serve.predict", str(bad), str(path), "--endpoint", server.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert mixed.returncode == 1 and f"{bad}: HTTP 400" in mixed.stderr and truth in mixed.stdout
 
 
