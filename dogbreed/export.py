@@ -107,6 +107,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp creates it private; the artifact is meant to be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
