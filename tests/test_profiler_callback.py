@@ -212,3 +212,11 @@ def test_sampler_records_gpu_readings():
     util, mem = series.array("gpu_util"), series.array("gpu_mem_pct")
     assert util.shape[1] == 2 and util[0, 0] == 55.0 and str(util[0, 1]) == "nan"
     assert mem[0].tolist() == [25.0, 50.0] and series.gpu_util_measured
+
+
+def test_cuda_devices_map_to_nvml_devices_through_cuda_visible_devices():
+    from dogbreed.profiler.sampler import GpuMonitor, nvml_device
+
+    assert nvml_device(0, None) == 0 and nvml_device(1, "") == 1
+    assert nvml_device(1, "3,5") == 5 and nvml_device(0, "GPU-8f2a, GPU-11") == "GPU-8f2a"
+    assert GpuMonitor([]).names == [] and GpuMonitor().source is None  # a CPU run watches no GPU

@@ -11,6 +11,7 @@ written to ``output_dir``. Nothing here can fail the training: report errors are
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch
 
 from dogbreed.profiler.report import write_report
 from dogbreed.profiler.rules import evaluate, resolve_params
-from dogbreed.profiler.sampler import SystemSampler, usable_cores
+from dogbreed.profiler.sampler import GpuMonitor, SystemSampler, usable_cores
 from dogbreed.profiler.timeline import ProfileData, RunContext, StepTimer
 from dogbreed.rules import RuleResult
 
@@ -51,6 +52,13 @@ def _feature_cache_state(datamodule: Any) -> bool | None:
     if hasattr(datamodule, "uses_feature_cache"):
         return bool(datamodule.uses_feature_cache)
     return bool(cache.get("enabled")) if isinstance(cache, Mapping) else bool(cache)
+
+
+def _cuda_indices(trainer: pl.Trainer) -> list[int]:
+    """CUDA devices this process trains on (none for CPU runs, even on a machine with GPUs)."""
+    from lightning.pytorch.accelerators import CUDAAccelerator
+
+    return list(trainer.device_ids) if isinstance(trainer.accelerator, CUDAAccelerator) else []
 
 
 def _batch_size(batch: Any) -> int:
@@ -139,7 +147,7 @@ class ProfilerCallback(pl.Callback):
         self._torch_prof: Any = None
         self._profiled_range = range(0)
         self._top_ops: list[dict[str, Any]] = []
-        self._sampler = SystemSampler(self.interval_ms / 1000.0).start()
+        self._sampler = SystemSampler(self.interval_ms / 1000.0, GpuMonitor(_cuda_indices(trainer))).start()
         self._active = True
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -164,11 +172,11 @@ class ProfilerCallback(pl.Callback):
         if batch_idx == 0:
             self._sampler.rescan_children()  # data-loader workers exist once the epoch's iterator does
         profiled = self._batches in self._profiled_range
-        if profiled and self._torch_prof is None:
-            self._start_torch_profiler()
         size = self._context.batch_size if self._context.batch_size else _batch_size(batch)
         self._timer.batch_start(now, self._batches, trainer.current_epoch, size, profiled)
-        self._hook_s += time.perf_counter() - now
+        self._hook_s += time.perf_counter() - now  # the profiler's own cost, torch.profiler aside
+        if profiled and self._torch_prof is None:
+            self._start_torch_profiler()
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -180,14 +188,10 @@ class ProfilerCallback(pl.Callback):
         now = time.perf_counter()
         self._timer.batch_end(now)
         self._batches += 1
+        self._hook_s += time.perf_counter() - now
         if self._torch_prof is not None and self._batches >= self._profiled_range.stop:
             self._stop_torch_profiler()
             self._timer.resume(time.perf_counter())  # summarising the trace is not the next step's data wait
-        self._hook_s += time.perf_counter() - now
-
-    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._active and not trainer.sanity_checking:
-            self._timer.pause()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._active and not trainer.sanity_checking:
@@ -254,7 +258,9 @@ class ProfilerCallback(pl.Callback):
         ]
         if self.framework_profile["export_trace"]:
             self._out_dir.mkdir(parents=True, exist_ok=True)
-            prof.export_chrome_trace(str(self._out_dir / "torch_trace.json"))
+            partial = self._out_dir / ".torch_trace.json.partial"
+            prof.export_chrome_trace(str(partial))
+            os.replace(partial, self._out_dir / "torch_trace.json")
 
     @property
     def _out_dir(self) -> Path:

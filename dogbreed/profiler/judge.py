@@ -17,7 +17,8 @@ from dogbreed.profiler.timeline import ProfileData, sample_phases
 from dogbreed.rules import RuleResult
 
 MIN_DATAPOINTS = 5  # fewer training-time samples than this: too few to judge
-NO_GPU = "Does not apply: no GPU on this machine (training ran on the CPU)."
+DATA_BOUND_SHARE = 30.0  # % of step time waiting for data from which a run counts as data-bound
+NO_GPU = "Does not apply: training used no GPU (it ran on the CPU)."
 NO_GPU_UTIL = (
     "GPU utilisation was not measured (NVML unavailable): install nvidia-ml-py (pip install 'dogbreed[gpu]')."
 )

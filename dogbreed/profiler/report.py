@@ -15,13 +15,13 @@ import numpy as np
 
 from dogbreed import html
 from dogbreed.profiler import advice
+from dogbreed.profiler.judge import DATA_BOUND_SHARE
 from dogbreed.profiler.plots import render_html
 from dogbreed.profiler.timeline import ProfileData
 from dogbreed.rules import RuleResult, write_rules_report
 
 MAX_POINTS = 2000
-DATA_BOUND_SHARE = 30.0  # % of step time waiting for data above which the run is data-bound
-COMPUTE_BOUND_SHARE = 10.0
+COMPUTE_BOUND_SHARE = 10.0  # % of step time waiting for data below which a run counts as compute-bound
 
 
 def _q(values: np.ndarray, q: float, scale: float = 1.0) -> float | None:

@@ -23,6 +23,7 @@ import numpy as np
 
 from dogbreed.profiler import advice
 from dogbreed.profiler.judge import (
+    DATA_BOUND_SHARE,
     MIN_DATAPOINTS,
     NO_GPU,
     NO_GPU_UTIL,
@@ -96,7 +97,7 @@ def low_gpu_utilization(
             p95, p5 = np.nanquantile(util[win, g], 0.95), np.nanquantile(util[win, g], 0.05)
             step = int(step_at(j.data, times[win.stop - 1 : win.stop])[0])
             if p95 < threshold_p95:
-                data_bound = j.data_wait_share() >= 30
+                data_bound = j.data_wait_share() >= DATA_BOUND_SHARE
                 fix = (
                     data_fixes(j.data.context, io_bound=False)
                     if data_bound

@@ -32,43 +32,44 @@ def usable_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def nvml_device(cuda_index: int, visible: str | None) -> int | str:
+    """NVML index (or ``GPU-…`` UUID) of CUDA device ``cuda_index`` under ``CUDA_VISIBLE_DEVICES=visible``."""
+    entries = [e.strip() for e in (visible or "").split(",") if e.strip()]
+    if not entries or cuda_index >= len(entries):
+        return cuda_index
+    entry = entries[cuda_index]
+    return int(entry) if entry.isdigit() else entry
+
+
 class GpuMonitor:
-    """GPU utilisation and memory per visible CUDA device: NVML when available, else torch.cuda (memory only)."""
+    """Utilisation and memory of the CUDA devices training uses: NVML when available, else torch.cuda
+    (memory only). Creates no CUDA context: it never touches a device torch has not initialised."""
 
-    def __init__(self) -> None:
-        import torch
-
-        self.names: list[str] = []
+    def __init__(self, cuda_indices: list[int] | None = None) -> None:
+        self.indices = list(cuda_indices or [])
+        self.names: list[str] = [f"cuda:{i}" for i in self.indices]
         self.source: str | None = None
         self._handles: list[Any] = []
         self._nvml: Any = None
-        if not torch.cuda.is_available():
+        if not self.indices:
             return
-        count = torch.cuda.device_count()
-        self.names = [f"gpu{i}" for i in range(count)]
         try:
             import pynvml
 
             pynvml.nvmlInit()
-            self._handles = [self._nvml_handle(pynvml, i) for i in range(count)]
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            devices = [nvml_device(i, visible) for i in self.indices]
+            self._handles = [
+                pynvml.nvmlDeviceGetHandleByUUID(d)
+                if isinstance(d, str)
+                else pynvml.nvmlDeviceGetHandleByIndex(d)
+                for d in devices
+            ]
             self._nvml = pynvml
             self.source = "nvml"
         except Exception as exc:  # no nvidia-ml-py, or no driver library: fall back to torch
             log.info("NVML unavailable (%s); GPU memory from torch.cuda, utilisation not measured", exc)
             self.source = "torch.cuda"
-
-    @staticmethod
-    def _nvml_handle(pynvml: Any, index: int) -> Any:
-        """NVML handle of CUDA device ``index`` (matched by UUID, so CUDA_VISIBLE_DEVICES is respected)."""
-        import torch
-
-        uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
-        if uuid is not None:
-            try:
-                return pynvml.nvmlDeviceGetHandleByUUID(f"GPU-{uuid}")
-            except Exception:
-                log.debug("NVML lookup by UUID failed for cuda:%d; using its index", index)
-        return pynvml.nvmlDeviceGetHandleByIndex(index)
 
     def read(self) -> list[tuple[float | None, float, float]]:
         """Per device: (utilisation %, memory used bytes, memory total bytes); utilisation None if unknown."""
@@ -84,7 +85,7 @@ class GpuMonitor:
         if not torch.cuda.is_initialized():  # never create a CUDA context from the sampler thread
             return [(None, float("nan"), float("nan")) for _ in self.names]
         out = []
-        for i in range(len(self.names)):
+        for i in self.indices:
             free, total = torch.cuda.mem_get_info(i)
             out.append((None, float(total - free), float(total)))
         return out
@@ -140,6 +141,7 @@ class SystemSampler:
     throughput and (on CUDA machines) GPU utilisation/memory every ``interval_s`` seconds."""
 
     def __init__(self, interval_s: float = 0.5, gpu: GpuMonitor | None = None) -> None:
+        """``gpu``: the devices to watch (default: none, as for a CPU run)."""
         if interval_s <= 0:
             raise ValueError(f"system_monitor_interval_millis must be > 0, got {interval_s * 1000:g}")
         self.interval_s = float(interval_s)

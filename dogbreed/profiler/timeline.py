@@ -58,10 +58,6 @@ class StepTimer:
         """The loop is about to wait for a batch (epoch start, end of a mid-epoch validation)."""
         self._resume_at = t
 
-    def pause(self) -> None:
-        """Time from here on is not data wait (validation starts)."""
-        self._resume_at = None
-
     def batch_start(self, t: float, step: int, epoch: int, batch_size: int, profiled: bool = False) -> None:
         wait_start = t if self._resume_at is None else self._resume_at
         self._open = (step, epoch, wait_start, t, batch_size, profiled)
