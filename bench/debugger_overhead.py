@@ -23,6 +23,7 @@ one of its first ``steps=10`` steps, a one-time cost printed separately). Goal: 
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import statistics
 import tempfile
@@ -97,6 +98,7 @@ def account(callback: DebuggerCallback) -> defaultdict[int, float]:
 
 
 def run(config: str, args: argparse.Namespace, data: TensorDataset, workdir: Path, accounts: list) -> list[float]:
+    gc.collect()  # every configuration starts from a clean heap, not the previous run's garbage
     torch.manual_seed(0)
     model = BreedClassifier(
         class_names=[f"c{i}" for i in range(args.classes)], backbone=args.backbone, weights=None,

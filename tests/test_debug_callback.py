@@ -74,13 +74,14 @@ def blobs(n: int, seed: int = 0, noise: float = 1.0, random_labels: bool = False
 
 
 def fit(tmp_path: Path, model: pl.LightningModule, train: TensorDataset, val: TensorDataset, epochs: int, batch_size: int,
-        rules: dict | None = None, interval: int = 10, smdebug: Any = False, html: bool = False, **trainer_kw: Any) -> tuple[dict, pl.Trainer, DebuggerCallback]:
+        rules: dict | None = None, interval: int = 10, smdebug: Any = False, html: bool = False,
+        callbacks_extra: list[pl.Callback] | None = None, **trainer_kw: Any) -> tuple[dict, pl.Trainer, DebuggerCallback]:
     torch.manual_seed(0)
     callback = DebuggerCallback(output_dir=tmp_path / "reports", train={"save_interval": interval}, rules=rules, smdebug=smdebug,
                                 smdebug_dir=tmp_path / "debug-output", html=html)
     trainer = pl.Trainer(
         max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[callback], **trainer_kw,
+        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[callback, *(callbacks_extra or [])], **trainer_kw,
     )
     trainer.fit(model, DataLoader(train, batch_size=batch_size, shuffle=True), DataLoader(val, batch_size=256))
     report = json.loads((tmp_path / "reports" / "debugger.json").read_text())
@@ -161,6 +162,30 @@ def test_huge_learning_rate_explodes_and_stop_ends_the_fit(tmp_path: Path) -> No
     first = next(r for r in report["rules"] if r["name"] == "ExplodingTensor")["step"]
     assert first <= 10 and report["stopped"]["rule"] == "ExplodingTensor"
     assert trainer.global_step <= first + 2 < 32  # 32 steps per epoch: it did not finish even one
+
+
+def test_layers_unfrozen_mid_run_are_recorded_from_then_on(tmp_path: Path) -> None:
+    class Unfreeze(pl.Callback):
+        def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            pl_module.net[0].requires_grad_(trainer.current_epoch >= 1)
+
+    _, _, callback = fit(tmp_path, TinyNet(), blobs(64), blobs(32, seed=1), epochs=2, batch_size=16, interval=1, callbacks_extra=[Unfreeze()])
+    by_step = {r.step: r for r in callback.history.records}
+    assert "net.0.weight" not in by_step[3].gradients.names and "net.2.weight" in by_step[3].gradients.names
+    assert "net.0.weight" in by_step[4].gradients.names and "net.0.weight" in by_step[4].updates.names
+
+
+def test_a_crashing_fit_still_writes_the_report(tmp_path: Path) -> None:
+    class Crash(TinyNet):
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            if self.global_step == 3:
+                raise RuntimeError("boom")
+            return super().training_step(batch, batch_idx)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        fit(tmp_path, Crash(), blobs(64), blobs(32, seed=1), epochs=1, batch_size=16)
+    report = json.loads((tmp_path / "reports" / "debugger.json").read_text())
+    assert report["error"] == "RuntimeError: boom" and report["last_step"] == 2
 
 
 def test_bad_configuration_names_the_key(tmp_path: Path) -> None:

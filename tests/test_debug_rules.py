@@ -12,6 +12,7 @@ from torch import nn
 from dogbreed.debug.rules import RULES, build_rules, evaluate
 from dogbreed.debug.stats import (
     ActivationProbe,
+    Columns,
     History,
     StepRecord,
     TensorStats,
@@ -42,6 +43,14 @@ def stats(mean_abs: float = 1e-2, norm: float = 1.0) -> TensorStats:
     return TensorStats(norm=norm, mean_abs=mean_abs, zero_frac=0.0)
 
 
+def cols(**layers: TensorStats) -> Columns:
+    return Columns.from_rows(layers)
+
+
+def updates(**layers: tuple[float, float]) -> Columns:
+    return Columns.from_rows(layers, ("update_norm", "weight_norm"))
+
+
 def rule(name: str, **params):
     return RULES[name](**params)
 
@@ -64,9 +73,9 @@ def test_defaults_are_sagemakers_and_the_yaml_repeats_them() -> None:
 
 def test_vanishing_gradient_fires_below_threshold_only() -> None:
     h = History(records=[
-        StepRecord(0, gradients={"a": stats(1e-3), "b": stats(1e-3)}),
-        StepRecord(10, gradients={"a": stats(1e-3), "b": stats(5e-8)}),
-        StepRecord(20, gradients={"a": stats(float("nan"))}),
+        StepRecord(0, gradients=cols(a=stats(1e-3), b=stats(1e-3))),
+        StepRecord(10, gradients=cols(a=stats(1e-3), b=stats(5e-8))),
+        StepRecord(20, gradients=cols(a=stats(float("nan")))),
     ])
     found = rule("VanishingGradient").findings(h)
     assert steps_of(found) == [10]
@@ -77,7 +86,7 @@ def test_vanishing_gradient_fires_below_threshold_only() -> None:
 def test_exploding_tensor_nan_and_inf() -> None:
     h = History(
         train_loss=[(0, 2.0), (10, float("inf"))],
-        records=[StepRecord(0, weights={"w": stats()}), StepRecord(20, gradients={"g": stats(norm=float("nan"))})],
+        records=[StepRecord(0, weights=cols(w=stats())), StepRecord(20, gradients=cols(g=stats(norm=float("nan"))))],
     )
     assert steps_of(rule("ExplodingTensor").findings(h)) == [10, 20]
     only_nan = rule("ExplodingTensor", only_nan=True).findings(h)
@@ -154,13 +163,14 @@ def test_overtraining_needs_validation_stuck_while_training_improves() -> None:
 
 def test_weight_update_ratio_bounds() -> None:
     h = History(records=[
-        StepRecord(0, updates={"w": (1e-3, 1.0)}),
-        StepRecord(1, updates={"w": (0.0, 1.0)}),
-        StepRecord(2, updates={"w": (50.0, 1.0)}),
+        StepRecord(0, updates=updates(w=(1e-3, 1.0), v=(2e-3, 1.0))),
+        StepRecord(1, updates=updates(w=(0.0, 1.0), v=(2e-3, 1.0))),
+        StepRecord(2, updates=updates(w=(50.0, 1.0), v=(float("nan"), 1.0))),
     ])
     found = rule("WeightUpdateRatio").findings(h)
     assert steps_of(found) == [1, 2]
-    assert "less than" in found[0].message and "more than" in found[1].message
+    assert "1 of 2 weight(s) changed by less than" in found[0].message and ": w" in found[0].message
+    assert "1 weight(s) changed by more than 10x their norm: w" in found[1].message
 
 
 def test_dead_relu_fraction_of_units() -> None:
@@ -182,13 +192,18 @@ def test_build_rules_validates_names_params_actions() -> None:
         build_rules({"Overfit": {"action": "halt"}})
     with pytest.raises(ValueError, match="mode"):
         build_rules({"LossNotDecreasing": {"mode": "TEST"}})
+    with pytest.raises(ValueError, match=r"rules.Overfit.ratio_threshold='high' must be float \(default 0.1\)"):
+        build_rules({"Overfit": {"ratio_threshold": "high"}})
+    with pytest.raises(ValueError, match=r"rules.Overtraining.patience_train=2.5 must be int"):
+        build_rules({"Overtraining": {"patience_train": 2.5}})
+    assert build_rules({"Overfit": {"ratio_threshold": 1}})[0].ratio_threshold == 1.0
 
 
 def test_evaluate_statuses_in_the_shared_shape() -> None:
     broken = RULES["Overfit"]()
     broken.findings = lambda history: 1 / 0  # type: ignore[method-assign]
     rules = [RULES["VanishingGradient"](), RULES["Overtraining"](), broken]
-    results, findings = evaluate(rules, History(records=[StepRecord(3, gradients={"g": stats(0.0)})]))
+    results, findings = evaluate(rules, History(records=[StepRecord(3, gradients=cols(g=stats(0.0)))]))
     by_name = {r.name: r for r in results}
     assert by_name["VanishingGradient"].status == "IssuesFound" and by_name["VanishingGradient"].step == 3
     assert by_name["VanishingGradient"].recommendation
@@ -200,12 +215,14 @@ def test_evaluate_statuses_in_the_shared_shape() -> None:
 def test_tensor_stats_match_direct_computation() -> None:
     a = torch.tensor([[0.0, -3.0], [4.0, 0.0]])
     b = torch.tensor([float("nan"), 1.0])
-    sa, sb = tensor_stats([a, b])
-    assert sa.norm == pytest.approx(5.0) and sa.mean_abs == pytest.approx(7 / 4)
-    assert sa.zero_frac == pytest.approx(0.5)
-    assert math.isnan(sb.norm) and math.isnan(sb.mean_abs) and sb.zero_frac == 0.0
-    (inf,) = tensor_stats([torch.tensor([float("inf"), 1.0])])
-    assert math.isinf(inf.norm)
+    c = torch.tensor([float("inf"), 1.0])
+    got = tensor_stats(["a", "b", "c"], [a, b, c])
+    assert got.names == ("a", "b", "c")
+    assert got["norm"][0] == pytest.approx(5.0) and got["mean_abs"][0] == pytest.approx(7 / 4)
+    assert got["zero_frac"][0] == pytest.approx(0.5) and got["zero_frac"][1] == 0.0
+    assert math.isnan(got["norm"][1]) and math.isnan(got["mean_abs"][1]) and math.isinf(got["norm"][2])
+    assert got.pick(~np.isfinite(got["norm"])) == ["b", "c"]
+    assert len(tensor_stats([], [])) == 0
 
 
 def test_activation_probe_reads_inplace_relu_inputs_and_skips_frozen_parts() -> None:

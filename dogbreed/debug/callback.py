@@ -24,9 +24,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from dogbreed.debug import smdebug_bridge
 from dogbreed.debug.report import write_reports
-from dogbreed.debug.rules import Finding, Rule, build_rules, evaluate
+from dogbreed.debug.rule import Finding, Rule
+from dogbreed.debug.rules import build_rules, evaluate
 from dogbreed.debug.stats import (
     ActivationProbe,
+    Columns,
     History,
     StepRecord,
     percentile_spread,
@@ -109,7 +111,7 @@ class DebuggerCallback(pl.Callback):
         self.fired: dict[str, Finding] = {}
         self.stopped: dict[str, Any] | None = None
         self.smdebug: smdebug_bridge.SmdebugHook | None = None
-        self._params: list[tuple[str, torch.nn.Parameter]] = []
+        self._params: dict[str, torch.nn.Parameter] = {}
         self._probe: ActivationProbe | None = None
         self._step = 0
         self._record: StepRecord | None = None
@@ -136,11 +138,9 @@ class DebuggerCallback(pl.Callback):
             self._reset()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._params = [(n, p) for n, p in pl_module.named_parameters() if p.requires_grad]
-        self.history.layers = [n for n, _ in self._params]
+        self._params = dict(pl_module.named_parameters())
+        self.history.layers = list(self._params)
         self.history.has_validation = is_overridden("validation_step", pl_module) and trainer.limit_val_batches != 0
-        relus = trainable_relus(pl_module)
-        self._probe = ActivationProbe(relus) if relus and (self._pwi_steps or self._want_activity) else None
         if self.smdebug_mode != "off" and smdebug_bridge.available():
             # After the sanity check, so smdebug's step counter starts with the first training batch.
             self.smdebug = smdebug_bridge.SmdebugHook(self.smdebug_mode, self.smdebug_dir, self.train_interval, self.eval_interval)
@@ -152,19 +152,25 @@ class DebuggerCallback(pl.Callback):
         self._step = trainer.global_step
         if self.smdebug is not None:
             self.smdebug.step(train=True)
-        if self._probe is not None and self._saved(self._step):
-            on_interval = self._step % self.train_interval == 0
-            self._probe.attach(inputs=self._step < self._pwi_steps, outputs=self._want_activity and on_interval)
+        if not self._saved(self._step):
+            return
+        inputs = self._step < self._pwi_steps
+        outputs = self._want_activity and self._step % self.train_interval == 0
+        # Looked up on every save step: what is trainable changes when a backbone unfreezes.
+        relus = trainable_relus(pl_module) if inputs or outputs else []
+        self._probe = ActivationProbe(relus) if relus else None
+        if self._probe is not None:
+            self._probe.attach(inputs=inputs, outputs=outputs)
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer) -> None:
         step = self._step
         if not self._saved(step) or (self._record is not None and self._record.step == step):
             return
         record = self._record = StepRecord(step)
-        with_grad = [(n, p) for n, p in self._params if p.grad is not None]
-        grad_stats = tensor_stats([p.grad for _, p in with_grad])
-        record.gradients = {n: s for (n, _), s in zip(with_grad, grad_stats, strict=True)}
-        record.weights = dict(zip([n for n, _ in self._params], tensor_stats([p for _, p in self._params]), strict=True))
+        trainable = [(n, p) for n, p in self._params.items() if p.requires_grad]
+        with_grad = [(n, p) for n, p in trainable if p.grad is not None]
+        record.gradients = tensor_stats([n for n, _ in with_grad], [p.grad for _, p in with_grad])
+        record.weights = tensor_stats([n for n, _ in trainable], [p for _, p in trainable])
         if step < self._pwi_steps:
             record.grad_spread = percentile_spread(p.grad for _, p in with_grad)
         if self._want_updates:
@@ -184,17 +190,17 @@ class DebuggerCallback(pl.Callback):
             record.loss = float(loss) if loss is not None else None
             if self._before:
                 names = list(self._before)
-                current = dict(self._params)
                 before = [self._before[n] for n in names]
-                deltas = torch._foreach_sub([current[n].detach() for n in names], before)
-                upd, prev = torch.stack([torch.stack(torch._foreach_norm(t)) for t in (deltas, before)]).float().cpu().tolist()
-                record.updates = {n: (u, w) for n, u, w in zip(names, upd, prev, strict=True)}
+                deltas = torch._foreach_sub([self._params[n].detach() for n in names], before)
+                upd, prev = torch.stack([torch.stack(torch._foreach_norm(t)) for t in (deltas, before)]).double().cpu().numpy()
+                record.updates = Columns(tuple(names), {"update_norm": upd, "weight_norm": prev})
                 self._before = {}
             if self._probe is not None:
                 record.act_var, record.relu_activity = self._probe.collect()
             self.history.records.append(record)
-        elif self._probe is not None:
+        if self._probe is not None:
             self._probe.detach()
+            self._probe = None
         if self._step % self.train_interval == 0:
             self._flush_train_loss()
         self._evaluate_live(trainer)

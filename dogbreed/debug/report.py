@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from dogbreed.debug.rules import Finding, Rule
+from dogbreed.debug.rule import Finding, Rule
 from dogbreed.debug.stats import History
 from dogbreed.html import esc, figure_img, page, rules_table, table, write_html_atomic
 from dogbreed.rules import RuleResult, write_rules_report

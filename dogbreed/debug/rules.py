@@ -15,68 +15,15 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
+from dogbreed.debug.rule import Finding, Rule, names_preview
 from dogbreed.debug.stats import History, finite
 from dogbreed.rules import RuleResult
 
-ACTIONS = ("warn", "stop")
-
-
-@dataclass(frozen=True)
-class Finding:
-    """The rule's condition held at ``step`` (its first finding is the step SageMaker would report)."""
-
-    rule: str
-    step: int
-    message: str
-
-
-class Rule:
-    """A Debugger rule: ``defaults`` are SageMaker's parameters; ``action`` is warn (log) or stop (end fit)."""
-
-    name: ClassVar[str]
-    defaults: ClassVar[dict[str, Any]]
-    recommendation: ClassVar[str]
-    # Findings at a step depend only on that step's record: live, only new records need a look.
-    per_record: ClassVar[bool] = False
-
-    def __init__(self, action: str = "warn", **params: Any) -> None:
-        unknown = sorted(set(params) - set(self.defaults))
-        if unknown:
-            raise ValueError(
-                f"callbacks.debugger.rules.{self.name}: unknown parameter(s) {unknown}; "
-                f"valid: action, {', '.join(self.defaults)}"
-            )
-        if action not in ACTIONS:
-            raise ValueError(f"callbacks.debugger.rules.{self.name}.action={action!r}: use warn or stop")
-        self.action = action
-        self.params = {**self.defaults, **params}
-
-    def __getattr__(self, key: str) -> Any:
-        params = self.__dict__.get("params", {})
-        if key in params:
-            return params[key]
-        raise AttributeError(key)
-
-    def findings(self, history: History) -> list[Finding]:
-        raise NotImplementedError
-
-    def missing(self, history: History) -> str | None:
-        """Why the rule could not look at anything yet (None when it had data)."""
-        return None
-
-    def _finding(self, step: int, message: str) -> Finding:
-        return Finding(self.name, int(step), message)
-
-
-def _names(names: list[str], limit: int = 3) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
-
+__all__ = ["RULES", "Finding", "Rule", "build_rules", "evaluate"]
 
 class VanishingGradient(Rule):
     name = "VanishingGradient"
@@ -90,9 +37,9 @@ class VanishingGradient(Rule):
     def findings(self, history: History) -> list[Finding]:
         out, threshold = [], self.threshold
         for rec in history.records:
-            small = [n for n, s in rec.gradients.items() if s.mean_abs < threshold]  # NaN compares False
+            small = rec.gradients.pick(rec.gradients["mean_abs"] < threshold)  # NaN compares False
             if small:
-                out.append(self._finding(rec.step, f"{len(small)} of {len(rec.gradients)} gradient tensors have mean |g| < {threshold:g}: {_names(small)}"))
+                out.append(self._finding(rec.step, f"{len(small)} of {len(rec.gradients)} gradient tensors have mean |g| < {threshold:g}: {names_preview(small)}"))
         return out
 
     def missing(self, history: History) -> str | None:
@@ -109,7 +56,7 @@ class ExplodingTensor(Rule):
     )
 
     def findings(self, history: History) -> list[Finding]:
-        bad_value = math.isnan if self.only_nan else (lambda v: not math.isfinite(v))
+        bad_value = np.isnan if self.only_nan else (lambda v: ~np.isfinite(v))
         bad: dict[int, list[str]] = {}
         for label, series in (("train loss", history.train_loss), ("validation loss", history.val_loss)):
             for step, value in series:
@@ -117,11 +64,11 @@ class ExplodingTensor(Rule):
                     bad.setdefault(step, []).append(label)
         for rec in history.records:
             for kind, stats in (("gradient", rec.gradients), ("weight", rec.weights)):
-                names = [f"{kind} {n}" for n, s in stats.items() if bad_value(s.norm)]
+                names = [f"{kind} {n}" for n in stats.pick(bad_value(stats["norm"]))]
                 if names:
                     bad.setdefault(rec.step, []).extend(names)
         what = "NaN" if self.only_nan else "NaN/inf"
-        return [self._finding(step, f"{what} in {_names(names)}") for step, names in sorted(bad.items())]
+        return [self._finding(step, f"{what} in {names_preview(names)}") for step, names in sorted(bad.items())]
 
     def missing(self, history: History) -> str | None:
         return None if history.train_loss or history.records else "no losses or tensors were recorded"
@@ -141,6 +88,13 @@ class PoorWeightInitialization(Rule):
         "Xavier for tanh/sigmoid), or add normalisation layers; avoid constant or tiny initial weights."
     )
 
+    def __init__(self, action: str = "warn", **params: Any) -> None:
+        super().__init__(action, **params)
+        try:
+            self._regex = re.compile(self.activation_inputs_regex)
+        except re.error as exc:
+            raise ValueError(f"callbacks.debugger.rules.{self.name}.activation_inputs_regex={self.activation_inputs_regex!r}: {exc}") from None
+
     def _loss_stall(self, history: History) -> int | None:
         """First step at which the per-step loss had not beaten its best for ``patience`` steps (first steps)."""
         best, since = math.inf, 0
@@ -158,7 +112,7 @@ class PoorWeightInitialization(Rule):
     def findings(self, history: History) -> list[Finding]:
         """(a) activation-input variance differs > ``threshold``x across layers, or (b) the gradients' 5-95
         percentile spread is below ``distribution_range`` while the loss has stalled for ``patience`` steps."""
-        regex = re.compile(self.activation_inputs_regex)
+        regex = self._regex
         stall = self._loss_stall(history)
         out = []
         for rec in history.records:
@@ -229,10 +183,10 @@ class LossNotDecreasing(Rule):
             ref_step, ref_value = ref
             if not (finite(value) and finite(ref_value)) or ref_value == 0:
                 continue
-            decrease = 100.0 * (ref_value - value) / abs(ref_value)
+            change = 100.0 * (value - ref_value) / abs(ref_value)
             rise = 100.0 * (value - best) / abs(best) if best not in (0.0, math.inf) else 0.0
-            if decrease < self.diff_percent:
-                out.append(self._finding(step, f"{label} loss went from {ref_value:.4g} (step {ref_step}) to {value:.4g} (step {step}), {-decrease:+.3g}%: it should drop by at least diff_percent {self.diff_percent:g}%"))
+            if -change < self.diff_percent:
+                out.append(self._finding(step, f"{label} loss went from {ref_value:.4g} (step {ref_step}) to {value:.4g} (step {step}), {change:+.3g}%: it should drop by at least diff_percent {self.diff_percent:g}%"))
             elif rise > self.increase_threshold_percent:
                 out.append(self._finding(step, f"{label} loss {value:.4g} is {rise:.3g}% above its minimum {best:.4g} (> increase_threshold_percent {self.increase_threshold_percent:g}%)"))
         return out
@@ -323,14 +277,17 @@ class WeightUpdateRatio(Rule):
     def findings(self, history: History) -> list[Finding]:
         out = []
         for rec in history.records:
-            ratios = {n: upd / (prev + self.epsilon) for n, (upd, prev) in rec.updates.items() if finite(upd) and finite(prev)}
-            large = [n for n, r in ratios.items() if r > self.large_threshold]
-            small = [n for n, r in ratios.items() if r < self.small_threshold]
+            if not rec.updates:
+                continue
+            with np.errstate(invalid="ignore"):
+                ratios = rec.updates["update_norm"] / (rec.updates["weight_norm"] + self.epsilon)
+            large = rec.updates.pick(ratios > self.large_threshold)  # NaN (exploded) compares False
+            small = rec.updates.pick(ratios < self.small_threshold)
             parts = []
             if large:
-                parts.append(f"{len(large)} weight(s) changed by more than {self.large_threshold:g}x their norm: {_names(large)}")
+                parts.append(f"{len(large)} weight(s) changed by more than {self.large_threshold:g}x their norm: {names_preview(large)}")
             if small:
-                parts.append(f"{len(small)} of {len(ratios)} weight(s) changed by less than {self.small_threshold:g} of their norm: {_names(small)}")
+                parts.append(f"{len(small)} of {len(rec.updates)} weight(s) changed by less than {self.small_threshold:g} of their norm: {names_preview(small)}")
             if parts:
                 out.append(self._finding(rec.step, "; ".join(parts)))
         return out

@@ -18,7 +18,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from dogbreed.debug.stats import History, StepRecord, numpy_stats, percentile_spread, unit_activity
+from dogbreed.debug.stats import (
+    Columns,
+    History,
+    StepRecord,
+    TensorStats,
+    numpy_stats,
+    percentile_spread,
+    unit_activity,
+)
 
 log = logging.getLogger("dogbreed.debug")
 MODES = ("auto", "sagemaker", "local", "off")
@@ -154,8 +162,8 @@ def _group_eval(points: list[tuple[int, int, float]]) -> list[tuple[int, float]]
 def load_trial(path: str | Path, first_steps: int = 10, input_regex: str = ".*relu_input", output_regex: str = ".*relu_output") -> History:
     """Read an smdebug trial (local folder, e.g. a SageMaker job's downloaded ``debug-output``) into a History.
 
-    Losses come from the ``losses`` collection (TRAIN mode → train points, EVAL mode → one point per
-    validation run); gradients/weights/biases from their collections; tensors matching ``input_regex`` /
+    Losses come from the ``losses`` collection (TRAIN mode: the saved steps' own losses, so noisier than
+    the live history's interval means; EVAL mode: one mean per validation run); gradients/weights/biases from their collections; tensors matching ``input_regex`` /
     ``output_regex`` feed PoorWeightInitialization/DeadRelu. The 5–95 percentile spread of the gradients is
     computed for TRAIN steps below ``first_steps``. A weight's update at a saved step is its change until the
     next saved step (one optimizer step when weights are saved every step, as SageMaker's rule requires).
@@ -199,12 +207,13 @@ def load_trial(path: str | Path, first_steps: int = 10, input_regex: str = ".*re
         return records.setdefault(step, StepRecord(step))
 
     grads = collection("gradients")
+    rows: dict[str, dict[int, dict[str, Any]]] = {"gradients": defaultdict(dict), "weights": defaultdict(dict), "updates": defaultdict(dict)}
     early_grads: dict[int, list[np.ndarray]] = defaultdict(list)
     for name in grads:
         layer = name.split("/", 1)[-1]
         history.layers.append(layer)
         for step, value in values(name):
-            record(step).gradients[layer] = numpy_stats(value)
+            rows["gradients"][step][layer] = numpy_stats(value)
             if step < first_steps:
                 early_grads[step].append(value)
     for step, arrays in early_grads.items():
@@ -216,11 +225,15 @@ def load_trial(path: str | Path, first_steps: int = 10, input_regex: str = ".*re
         previous: tuple[int, np.ndarray] | None = None
         for step, value in values(name):
             value = value.astype(np.float64)
-            record(step).weights[name] = numpy_stats(value)
+            rows["weights"][step][name] = numpy_stats(value)
             if previous is not None and name in weights:  # the update made from the previous saved step on
                 before_step, before = previous
-                record(before_step).updates[name] = (float(np.linalg.norm(value - before)), float(np.linalg.norm(before)))
+                rows["updates"][before_step][name] = (float(np.linalg.norm(value - before)), float(np.linalg.norm(before)))
             previous = (step, value)
+    for kind, by_step in rows.items():
+        fields = ("update_norm", "weight_norm") if kind == "updates" else TensorStats._fields
+        for step, per_layer in by_step.items():
+            setattr(record(step), kind, Columns.from_rows(per_layer, fields))
     inputs, outputs = re.compile(input_regex), re.compile(output_regex)
     for name in names:
         if inputs.match(name):

@@ -33,15 +33,45 @@ class TensorStats(NamedTuple):
     zero_frac: float
 
 
-def tensor_stats(tensors: Sequence[torch.Tensor]) -> list[TensorStats]:
-    """Stats for many tensors with three fused ``_foreach_norm`` calls and one device→host copy."""
+_EMPTY = np.zeros(0)
+
+
+@dataclass
+class Columns:
+    """Per-layer numbers of one step, one NumPy array per quantity (``norm``, ``mean_abs``, ...).
+
+    Columns rather than an object per layer: a saved step then allocates a handful of Python objects,
+    not hundreds, and the garbage collector (whose full passes cost whole steps) stays quiet.
+    """
+
+    names: tuple[str, ...] = ()
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, column: str) -> np.ndarray:
+        return self.values.get(column, _EMPTY)
+
+    def pick(self, mask: np.ndarray) -> list[str]:
+        """Names where ``mask`` is true."""
+        return [self.names[i] for i in np.flatnonzero(mask)]
+
+    @classmethod
+    def from_rows(cls, rows: dict[str, Sequence[float]], fields: Sequence[str] = TensorStats._fields) -> Columns:
+        """``{name: (one value per field…)}`` → Columns."""
+        table = np.array([list(r) for r in rows.values()], dtype=np.float64).reshape(len(rows), len(fields))
+        return cls(tuple(rows), {f: table[:, i] for i, f in enumerate(fields)})
+
+
+def tensor_stats(names: Sequence[str], tensors: Sequence[torch.Tensor]) -> Columns:
+    """norm / mean_abs / zero_frac columns with three fused ``_foreach_norm`` calls and one host copy."""
     if not tensors:
-        return []
+        return Columns()
     flat = [t.detach() for t in tensors]
-    rows = torch.stack([torch.stack(torch._foreach_norm(flat, order)).float() for order in (2.0, 1.0, 0.0)]).cpu()
-    numels = [max(1, t.numel()) for t in flat]
-    norm, l1, nonzero = rows.tolist()
-    return [TensorStats(norm[i], l1[i] / numels[i], 1.0 - nonzero[i] / numels[i]) for i in range(len(flat))]
+    norm, l1, nonzero = torch.stack([torch.stack(torch._foreach_norm(flat, order)).double() for order in (2.0, 1.0, 0.0)]).cpu().numpy()
+    numels = np.array([max(1, t.numel()) for t in flat], dtype=np.float64)
+    return Columns(tuple(names), {"norm": norm, "mean_abs": l1 / numels, "zero_frac": 1.0 - nonzero / numels})
 
 
 def numpy_stats(array: np.ndarray) -> TensorStats:
@@ -76,16 +106,17 @@ def unit_activity(output: torch.Tensor) -> torch.Tensor:
 class StepRecord:
     """The tensors of one saved training step (weights and gradients are taken before the optimizer step).
 
-    ``updates`` maps a weight to (‖W_after − W_before‖, ‖W_before‖); ``act_var`` maps ``<module>_relu_input``
+    ``gradients``/``weights`` have columns norm, mean_abs, zero_frac; ``updates`` has update_norm
+    (‖W_after − W_before‖) and weight_norm (‖W_before‖) per weight; ``act_var`` maps ``<module>_relu_input``
     to the variance of that activation's input; ``relu_activity`` maps ``<module>_relu_output`` to per-unit
     activity percentages; ``grad_spread`` is the 5–95 percentile spread of all gradients; ``loss`` is this
     step's training loss.
     """
 
     step: int
-    gradients: dict[str, TensorStats] = field(default_factory=dict)
-    weights: dict[str, TensorStats] = field(default_factory=dict)
-    updates: dict[str, tuple[float, float]] = field(default_factory=dict)
+    gradients: Columns = field(default_factory=Columns)
+    weights: Columns = field(default_factory=Columns)
+    updates: Columns = field(default_factory=Columns)
     act_var: dict[str, float] = field(default_factory=dict)
     relu_activity: dict[str, np.ndarray] = field(default_factory=dict)
     grad_spread: float | None = None
@@ -115,13 +146,12 @@ class History:
     def grad_norms(self) -> tuple[list[str], list[int], np.ndarray]:
         """(layers in model order, steps, matrix layers × steps of gradient L2 norms; NaN where missing)."""
         recs = [r for r in self.records if r.gradients]
-        names = [n for n in self.layers if any(n in r.gradients for r in recs)]
-        names += sorted({n for r in recs for n in r.gradients} - set(names))
+        seen = {n for r in recs for n in r.gradients.names}
+        names = [n for n in self.layers if n in seen] + sorted(seen - set(self.layers))
+        row = {n: i for i, n in enumerate(names)}
         matrix = np.full((len(names), len(recs)), np.nan)
         for j, rec in enumerate(recs):
-            for i, name in enumerate(names):
-                if name in rec.gradients:
-                    matrix[i, j] = rec.gradients[name].norm
+            matrix[[row[n] for n in rec.gradients.names], j] = rec.gradients["norm"]
         return names, [r.step for r in recs], matrix
 
 
