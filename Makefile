@@ -43,7 +43,6 @@ test-slow: .venv browser
 
 lint: .venv
 	$(PY) -m ruff check .
-	$(PY) -m ruff format --check .
 
 bench: .venv
 	$(PY) bench/train.py

@@ -74,7 +74,11 @@ class FeatureExtractor:
                 out = self.net(x)
         elif self.dtype == torch.bfloat16:
             if self._frozen is None:
-                self._frozen = torch.jit.freeze(torch.jit.trace(self.net, x, check_trace=False))
+                # Trace and run TorchScript's profiling passes on two images: on a full batch they cost seconds.
+                small = x[:2]
+                self._frozen = torch.jit.freeze(torch.jit.trace(self.net, small, check_trace=False))
+                for _ in range(2):
+                    self._frozen(small)
             out = self._frozen(x)
         else:
             out = self.net(x)

@@ -6,12 +6,11 @@ and statuses, so a user reads our local reports and AWS's the same way.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from dogbreed.atomic import write_json
 
 Status = Literal["IssuesFound", "NoIssuesFound", "Error"]
 STATUSES: tuple[str, ...] = ("IssuesFound", "NoIssuesFound", "Error")
@@ -33,21 +32,6 @@ class RuleResult:
         return asdict(self)
 
 
-def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """Write JSON to ``path`` via a temp file + rename, so readers never see half a report."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, default=str)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
 def write_rules_report(path: str | Path, rules: list[RuleResult], **extra: Any) -> Path:
     """``{"rules": [...], **extra}`` as JSON, atomically."""
-    return write_json_atomic(path, {"rules": [r.to_dict() for r in rules], **extra})
+    return write_json(path, {"rules": [r.to_dict() for r in rules], **extra})

@@ -7,11 +7,8 @@ it directly; ``main`` is only the ``@hydra.main`` wrapper. Outputs go to ``paths
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +17,7 @@ import hydra
 import lightning.pytorch as pl
 from omegaconf import DictConfig, OmegaConf
 
+from dogbreed.atomic import write_json
 from dogbreed.backbones import WeightsUnavailableError
 from dogbreed.callbacks.metric_lines import FINAL_KEYS, format_value
 from dogbreed.config import CONFIG_DIR, ConfigError, validate
@@ -49,14 +47,6 @@ def _instantiate_group(group: DictConfig | None) -> list[Any]:
         if node is not None and "_target_" in node:
             objects.append(instantiate(node))
     return objects
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def _save_config(cfg: DictConfig, output_dir: Path) -> None:
@@ -192,7 +182,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     metrics["wall_time_s"] = round(time.perf_counter() - started, 2)
     metrics["output_dir"] = str(output_dir)
     if trainer.is_global_zero:
-        _write_json(output_dir / "metrics.json", metrics)
+        write_json(output_dir / "metrics.json", metrics, sort_keys=True)
         for key in FINAL_KEYS:
             if metrics.get(key) is not None:
                 print(f"{key}={format_value(float(metrics[key]))}", flush=True)

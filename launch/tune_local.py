@@ -23,8 +23,8 @@ import optuna
 from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.trial import TrialState
 
+from dogbreed.atomic import write_text
 from dogbreed.config import CONFIG_DIR, ConfigError, compose
-from launch.cli import write_text
 from launch.overrides import hydra_value
 from launch.space import Param, build_space, override
 

@@ -17,8 +17,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from dogbreed.atomic import write_text
 from dogbreed.config import ConfigError
-from launch.cli import write_json, write_text
+from launch.cli import write_json
 from launch.estimator import build_estimator, channels, metric_definitions, staged_source
 from launch.overrides import from_hyperparameter
 from launch.session import check_status, console_url, make_session, wait_until

@@ -10,13 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dogbreed import html as H
+from dogbreed.atomic import write_bytes
 from dogbreed.evaluate import plots
 from dogbreed.evaluate.metrics import Metrics, block_classes
 
@@ -40,19 +39,6 @@ class Report:
             "eval_macro_f1": m.macro["f1"],
             "evaluation_report": str(self.html),
         }
-
-
-def _write_bytes(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def confusion_csv(metrics: Metrics) -> bytes:
@@ -185,8 +171,8 @@ def write_report(
         "reliability_png": plots.to_png(plots.reliability_figure(metrics.calibration)),
         "top_losses_png": plots.to_png(plots.top_losses_figure(metrics.top_losses), tight=False),
     }
-    files = {key: _write_bytes(out_dir / f"{name}_{key[:-4]}.png", data) for key, data in pngs.items()}
-    files["confusion_csv"] = _write_bytes(out_dir / f"{name}_confusion.csv", confusion_csv(metrics))
+    files = {key: write_bytes(out_dir / f"{name}_{key[:-4]}.png", data) for key, data in pngs.items()}
+    files["confusion_csv"] = write_bytes(out_dir / f"{name}_confusion.csv", confusion_csv(metrics))
     html_path, json_path = out_dir / f"{name}.html", out_dir / f"{name}.json"
     csv_link = f'<a href="{H.esc(files["confusion_csv"].name)}">{H.esc(files["confusion_csv"].name)}</a>'
     shown = (
@@ -210,5 +196,5 @@ def write_report(
     subtitle = f"{context.get('model', '')} on {context.get('folder', '')} (split {context.get('split', '')})"
     files["html"] = H.write_html_atomic(html_path, H.page("Evaluation report", sections, subtitle=subtitle))
     document = {**context, **metrics.to_dict(), "files": {k: p.name for k, p in sorted(files.items())}}
-    files["json"] = _write_bytes(json_path, (json.dumps(document, indent=2) + "\n").encode("utf-8"))
+    files["json"] = write_bytes(json_path, (json.dumps(document, indent=2) + "\n").encode("utf-8"))
     return Report(json=json_path, html=html_path, files=files, metrics=metrics)
