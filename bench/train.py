@@ -111,9 +111,9 @@ def forward_throughput(batch: int = 32, reps: int = 3) -> dict[str, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--classes", type=int, default=8)
-    p.add_argument("--train-per-class", type=int, default=30)
-    p.add_argument("--eval-per-class", type=int, default=8)
+    p.add_argument("--classes", type=int, default=16)
+    p.add_argument("--train-per-class", type=int, default=80)
+    p.add_argument("--eval-per-class", type=int, default=10)
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--trials", type=int, default=8)
     p.add_argument("--naive-sweep-trials", type=int, default=1,
