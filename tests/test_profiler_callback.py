@@ -116,7 +116,7 @@ def test_data_starved_run_names_the_bottleneck_and_the_fix(tmp_path):
 
 
 def test_compute_bound_run_triggers_no_data_rule(tmp_path):
-    cb = fit(tmp_path, Tiny(work=160), steps=30)
+    cb = fit(tmp_path, Tiny(work=512), steps=30)  # milliseconds of matmul per step: compute dominates
     st = statuses(cb)
     for name in ("IOBottleneck", "CPUBottleneck", "Dataloader"):
         assert st[name] == "NoIssuesFound", [r for r in cb.results if r.name == name]
