@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,15 @@ def load_checkpoint(path: str | Path):
     """
     from dogbreed.model import BreedClassifier
 
-    return BreedClassifier.load_from_checkpoint(str(path), map_location="cpu", weights=None, weights_file=None).eval()
+    # The trained weights come from the checkpoint: silence build_backbone's "random initialisation" notice.
+    backbones_log = logging.getLogger("dogbreed.backbones")
+    level = backbones_log.level
+    backbones_log.setLevel(logging.WARNING)
+    try:
+        model = BreedClassifier.load_from_checkpoint(str(path), map_location="cpu", weights=None, weights_file=None)
+    finally:
+        backbones_log.setLevel(level)
+    return model.eval()
 
 
 class Predictor:
