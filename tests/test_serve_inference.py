@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import base64
 import inspect
-import io
 import json
-import struct
 import subprocess
 import sys
 import tarfile
 import textwrap
-import zlib
 from http import HTTPStatus
 from pathlib import Path
 
 import pytest
 import torch
+from image_bytes import encode, png_header_only
 from PIL import Image
 
 from serve import inference
@@ -29,27 +27,6 @@ from serve.inference import (
     output_fn,
     predict_fn,
 )
-
-
-def encode(img: Image.Image, fmt: str, **kw) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, fmt, **kw)
-    return buf.getvalue()
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims ``width``×``height`` (a decompression bomb's shape) with almost no data."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
 
 
 def odd_images() -> dict[str, tuple[bytes, tuple[int, int, int] | None]]:
