@@ -162,19 +162,25 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         for key, value in (results[0] if results else {}).items():
             metrics[key] = float(value)
 
-    if cfg.get("export") and cfg.export.get("enabled", True) and not trainer.fast_dev_run and trainer.is_global_zero:
-        from dogbreed.export import export_all
+    finished = not trainer.fast_dev_run and trainer.is_global_zero
+    do_export = finished and cfg.get("export") and cfg.export.get("enabled", True)
+    do_evaluate = finished and cfg.get("evaluate") and cfg.evaluate.get("enabled", True)
+    if do_export or do_evaluate:
         from dogbreed.predict import load_checkpoint
 
-        exported_model = load_checkpoint(best) if best else model
-        paths = export_all(exported_model, output_dir / "model", cfg.export.get("handler_module", "serve.inference"))
+        best_model = load_checkpoint(best) if best else model  # loaded once, for export and evaluation
+
+    if do_export:
+        from dogbreed.export import export_all
+
+        paths = export_all(best_model, output_dir / "model", cfg.export.get("handler_module", "serve.inference"))
         metrics.update({k: str(v) for k, v in paths.items()})
         print(f"Model exported to {paths['model_pt']} and {paths['model_tar']}", flush=True)
 
-    if cfg.get("evaluate") and cfg.evaluate.get("enabled", True) and not trainer.fast_dev_run and trainer.is_global_zero:
+    if do_evaluate:
         from dogbreed.evaluate import evaluate_run
 
-        report = evaluate_run(cfg, best or model, datamodule, output_dir)
+        report = evaluate_run(cfg, best_model, datamodule, output_dir, label=best)
         metrics.update(report.headline())
         print(f"Evaluation report: {report.html}", flush=True)
 

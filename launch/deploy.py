@@ -149,13 +149,13 @@ def deploy(cfg: DictConfig):
     print(f"Follow it at {console_url(session.boto_region_name, 'endpoints', name)}", flush=True)
     if d.wait:
         client = session.sagemaker_client
-        desc = wait_until(
+        wait_until(
             lambda: client.describe_endpoint(EndpointName=name),
             "EndpointStatus",
             f"Endpoint {name}",
             float(launch.poll_s),
+            ok=("InService",),
         )
-        check_status(desc, "EndpointStatus", ("InService",), f"Endpoint {name}")
     write_json(
         Path(cfg.paths.output_dir) / "endpoint.json",
         {"endpoint": name, "model_data": data, "region": session.boto_region_name},

@@ -91,14 +91,18 @@ def wait_until(
     what: str,
     poll_s: float,
     timeout_s: float | None = None,
+    ok: Collection[str] | None = None,
 ) -> Mapping[str, Any]:
     """Describe until the status is terminal. Looks first and sleeps only while not done (unlike the SDK's
-    waiters, which sleep before their first look), so a job that is already finished costs no wait."""
+    waiters, which sleep before their first look), so a job that is already finished costs no wait.
+    With ``ok``, a terminal status outside it raises (``check_status``)."""
     started = time.monotonic()
     while True:
         desc = describe()
         status = desc[status_key]
         if status in TERMINAL[status_key]:
+            if ok is not None:
+                check_status(desc, status_key, ok, what)
             return desc
         if timeout_s is not None and time.monotonic() - started > timeout_s:
             raise TimeoutError(f"{what} is still {status} after {timeout_s:.0f} s")

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from dogbreed.config import CONFIG_DIR, validate
 from launch.cli import run_main, task_overrides, write_json
 from launch.estimator import build_estimator, channels, job_name, staged_source
-from launch.session import TERMINAL, check_status, console_url, make_session, wait_until
+from launch.session import TERMINAL, console_url, make_session, wait_until
 
 log = logging.getLogger("launch.train")
 
@@ -40,8 +40,8 @@ def wait_for_training(session, name: str, launch: DictConfig) -> dict[str, Any]:
         "TrainingJobStatus",
         f"Training job {name}",
         float(launch.poll_s),
+        ok=("Completed",),
     )
-    check_status(desc, "TrainingJobStatus", ("Completed",), f"Training job {name}")
     return dict(desc)
 
 

@@ -22,7 +22,7 @@ from dogbreed.config import ConfigError
 from launch.cli import write_json
 from launch.estimator import build_estimator, channels, metric_definitions, staged_source
 from launch.overrides import from_hyperparameter
-from launch.session import check_status, console_url, make_session, wait_until
+from launch.session import console_url, make_session, wait_until
 from launch.space import Categorical, build_space
 from launch.tune_local import best_config, direction
 
@@ -136,13 +136,13 @@ def run_sagemaker(cfg: DictConfig, train_overrides: Sequence[str]) -> dict[str, 
     record: dict[str, Any] = {"tuning_job": name, "region": region}
     if launch.wait or tune.get("attach"):
         client = session.sagemaker_client
-        desc = wait_until(
+        wait_until(
             lambda: client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name),
             "HyperParameterTuningJobStatus",
             f"Tuning job {name}",
             float(launch.poll_s),
+            ok=("Completed", "Stopped"),
         )
-        check_status(desc, "HyperParameterTuningJobStatus", ("Completed", "Stopped"), f"Tuning job {name}")
         record = best_job(session, name)
         print(
             f"best_training_job={record['training_job']} {record['objective']}={record['value']}", flush=True

@@ -91,12 +91,13 @@ def evaluate(
     batch_size: int = 32,
     num_workers: int = 0,
     datamodule: Any = None,
+    label: str | None = None,
 ) -> Report:
     """Evaluate ``model`` (a BreedClassifier, or a path ``load_source`` reads) on the ImageFolder split
     ``folder`` and write the report into ``out_dir``. A ``datamodule`` serving cached backbone features
     (frozen backbone) lets a checkpoint be evaluated from those features instead of the images."""
     settings = settings or EvalSettings()
-    label = str(model) if isinstance(model, str | Path) else f"{type(model).__name__} (in memory)"
+    label = label or (str(model) if isinstance(model, str | Path) else f"{type(model).__name__} (in memory)")
     module = load_source(model) if isinstance(model, str | Path) else model
     preds = cached_predictions(module, datamodule, settings.split) if datamodule is not None else None
     if preds is None:
@@ -114,8 +115,11 @@ def evaluate(
     return write_report(metrics, out_dir, settings.report_name, context, settings.confusion_classes)
 
 
-def evaluate_run(cfg: Any, model: nn.Module | str | Path, datamodule: Any, output_dir: str | Path) -> Report:
-    """The end-of-training report: ``cfg.evaluate`` settings, the run's data, ``output_dir/reports``."""
+def evaluate_run(
+    cfg: Any, model: nn.Module | str | Path, datamodule: Any, output_dir: str | Path, label: str | None = None
+) -> Report:
+    """The end-of-training report: ``cfg.evaluate`` settings, the run's data, ``output_dir/reports``.
+    ``label`` names an in-memory model in the report (e.g. the checkpoint it was loaded from)."""
     settings = settings_from(cfg.evaluate)
     if settings.split not in datamodule.layout.splits:
         raise ValueError(f"evaluate.split={settings.split!r}: {datamodule.root} has no such split")
@@ -127,4 +131,5 @@ def evaluate_run(cfg: Any, model: nn.Module | str | Path, datamodule: Any, outpu
         batch_size=datamodule.batch_size,
         num_workers=datamodule.num_workers,
         datamodule=datamodule,
+        label=label,
     )
