@@ -28,7 +28,15 @@ from dogbreed.data.check import run_check
 SPLITS = {"train": 6680, "valid": 835, "test": 836}
 NUM_CLASSES = 133
 # (width, height, weight): what a web-scraped photo collection looks like
-SIZES = [(500, 375, 35), (375, 500, 15), (500, 333, 10), (640, 480, 15), (800, 600, 10), (1024, 768, 10), (1600, 1200, 5)]
+SIZES = [
+    (500, 375, 35),
+    (375, 500, 15),
+    (500, 333, 10),
+    (640, 480, 15),
+    (800, 600, 10),
+    (1024, 768, 10),
+    (1600, 1200, 5),
+]
 SPEC = {"splits": SPLITS, "classes": NUM_CLASSES, "sizes": SIZES, "seed": 0, "version": 1}
 
 
@@ -69,7 +77,9 @@ def generate(root: Path) -> Path:
             folder.mkdir(parents=True)
             for k in range(n):
                 w, h = sizes[rng.choice(len(SIZES), p=p / p.sum())]
-                jobs.append((str(folder / f"Breed_{c + 1:03d}_{k:05d}.jpg"), int(w), int(h), int(rng.integers(2**63))))
+                jobs.append(
+                    (str(folder / f"Breed_{c + 1:03d}_{k:05d}.jpg"), int(w), int(h), int(rng.integers(2**63)))
+                )
     print(f"generating {len(jobs):,} images in {root} (once) ...", file=sys.stderr, flush=True)
     try:
         with ProcessPoolExecutor() as pool:
@@ -90,14 +100,21 @@ def describe(root: Path) -> str:
     for p in files[::50]:
         with Image.open(p) as img:
             pixels.append(img.width * img.height)
-    return (f"{len(files):,} JPEGs, {NUM_CLASSES} classes, mean {np.mean(sizes) / 1024:.0f} KiB, "
-            f"mean {np.mean(pixels) / 1e3:.0f}k pixels, {sum(sizes) / 2**20:.0f} MiB in all")
+    return (
+        f"{len(files):,} JPEGs, {NUM_CLASSES} classes, mean {np.mean(sizes) / 1024:.0f} KiB, "
+        f"mean {np.mean(pixels) / 1e3:.0f}k pixels, {sum(sizes) / 2**20:.0f} MiB in all"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=Path(__file__).parent / "out" / "check-8351")
-    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="parallel run's workers (default: all cores)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="parallel run's workers (default: all cores)",
+    )
     args = parser.parse_args()
     root = generate(args.root)
     print(f"dataset: {root} ({describe(root)})")
@@ -109,10 +126,14 @@ def main() -> None:
         report = run_check(root, workers=workers)
         cpu_ms = (_cpu_seconds() - cpu) / report.files * 1e3
         rates[workers] = report.images_per_s
-        print(f"check, {workers} worker{'s' * (workers > 1)}: {report.files:,} images in {report.seconds:.1f} s = "
-              f"{report.images_per_s:,.0f} images/s ({cpu_ms:.2f} CPU ms/image, so at most "
-              f"{workers * 1e3 / cpu_ms:,.0f} images/s on {workers} idle core{'s' * (workers > 1)}); {len(report.issues)} issues")
-    print(f"ratio {args.workers} workers / 1 worker: {rates[args.workers] / rates[1]:.2f}x (load average {os.getloadavg()[0]:.1f})")
+        print(
+            f"check, {workers} worker{'s' * (workers > 1)}: {report.files:,} images in {report.seconds:.1f} s = "
+            f"{report.images_per_s:,.0f} images/s ({cpu_ms:.2f} CPU ms/image, so at most "
+            f"{workers * 1e3 / cpu_ms:,.0f} images/s on {workers} idle core{'s' * (workers > 1)}); {len(report.issues)} issues"
+        )
+    print(
+        f"ratio {args.workers} workers / 1 worker: {rates[args.workers] / rates[1]:.2f}x (load average {os.getloadavg()[0]:.1f})"
+    )
 
 
 def _cpu_seconds() -> float:

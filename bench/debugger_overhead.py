@@ -51,7 +51,9 @@ class StepTimer(pl.Callback):
     def __init__(self) -> None:
         self.starts: list[float] = []
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self.starts.append(now())
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -62,8 +64,13 @@ class StepTimer(pl.Callback):
 
 
 HOOKS = (
-    "on_train_batch_start", "on_before_optimizer_step", "on_train_batch_end", "on_validation_epoch_start",
-    "on_validation_batch_start", "on_validation_batch_end", "on_validation_end",
+    "on_train_batch_start",
+    "on_before_optimizer_step",
+    "on_train_batch_end",
+    "on_validation_epoch_start",
+    "on_validation_batch_start",
+    "on_validation_batch_end",
+    "on_validation_end",
 )
 
 
@@ -97,33 +104,49 @@ def account(callback: DebuggerCallback) -> defaultdict[int, float]:
     return spent
 
 
-def run(config: str, args: argparse.Namespace, data: TensorDataset, workdir: Path, accounts: list) -> list[float]:
+def run(
+    config: str, args: argparse.Namespace, data: TensorDataset, workdir: Path, accounts: list
+) -> list[float]:
     gc.collect()  # every configuration starts from a clean heap, not the previous run's garbage
     torch.manual_seed(0)
     model = BreedClassifier(
-        class_names=[f"c{i}" for i in range(args.classes)], backbone=args.backbone, weights=None,
-        freeze=args.freeze, lr=1e-3, head={"type": "linear", "dropout": 0.0},
+        class_names=[f"c{i}" for i in range(args.classes)],
+        backbone=args.backbone,
+        weights=None,
+        freeze=args.freeze,
+        lr=1e-3,
+        head={"type": "linear", "dropout": 0.0},
     )
     timer = StepTimer()
     callbacks: list[pl.Callback] = [timer]
     if config != "none":
         debugger = DebuggerCallback(
-            output_dir=workdir / config / "reports", train={"save_interval": args.save_interval},
-            smdebug="local" if config == "debugger+smdebug" else False, smdebug_dir=workdir / config / "debug-output",
+            output_dir=workdir / config / "reports",
+            train={"save_interval": args.save_interval},
+            smdebug="local" if config == "debugger+smdebug" else False,
+            smdebug_dir=workdir / config / "debug-output",
         )
         if config == "debugger":
             accounts.append((account(debugger), timer))
         callbacks.append(debugger)
     trainer = pl.Trainer(
-        accelerator="cpu", max_steps=args.steps + args.warmup, limit_val_batches=0, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
+        accelerator="cpu",
+        max_steps=args.steps + args.warmup,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
     )
     trainer.fit(model, DataLoader(data, batch_size=args.batch_size, shuffle=True, drop_last=True))
     return timer.step_times(args.warmup)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--backbone", default="mobilenet_v2")
     parser.add_argument("--freeze", default="full", choices=["frozen", "full"])
     parser.add_argument("--image-size", type=int, default=96)
@@ -132,10 +155,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="timed steps per run")
     parser.add_argument("--warmup", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--save-interval", type=int, default=10, help="callbacks.debugger.train.save_interval")
+    parser.add_argument(
+        "--save-interval", type=int, default=10, help="callbacks.debugger.train.save_interval"
+    )
     parser.add_argument("--configs", nargs="+", default=["none", "debugger", "debugger+smdebug"])
-    parser.add_argument("--clock", choices=sorted(CLOCK), default="cpu", help="process CPU time (default) or wall time")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: no OpenMP spin-waits inflating CPU time)")
+    parser.add_argument(
+        "--clock", choices=sorted(CLOCK), default="cpu", help="process CPU time (default) or wall time"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: no OpenMP spin-waits inflating CPU time)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     global now
@@ -145,19 +174,25 @@ def main() -> None:
     warnings.filterwarnings("ignore")
 
     n = args.batch_size * (args.steps + args.warmup + 1)
-    data = TensorDataset(torch.randn(n, 3, args.image_size, args.image_size), torch.randint(0, args.classes, (n,)))
+    data = TensorDataset(
+        torch.randn(n, 3, args.image_size, args.image_size), torch.randint(0, args.classes, (n,))
+    )
     times: dict[str, list[float]] = {c: [] for c in args.configs}
     accounts: list[tuple[defaultdict[int, float], StepTimer]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
             for config in args.configs:
                 times[config].extend(run(config, args, data, Path(tmp) / f"r{repeat}", accounts))
-    print(f"# {args.backbone} freeze={args.freeze} {args.image_size}px batch={args.batch_size} save_interval={args.save_interval} "
-          f"torch threads={torch.get_num_threads()} clock={args.clock}; {args.repeats} x {args.steps} steps per configuration")
+    print(
+        f"# {args.backbone} freeze={args.freeze} {args.image_size}px batch={args.batch_size} save_interval={args.save_interval} "
+        f"torch threads={torch.get_num_threads()} clock={args.clock}; {args.repeats} x {args.steps} steps per configuration"
+    )
     base = statistics.fmean(times["none"]) if "none" in times else None
     for config, values in times.items():
         mean = statistics.fmean(values)
-        line = f"{config:18s} mean step {1000 * mean:8.2f} ms  median {1000 * statistics.median(values):8.2f} ms"
+        line = (
+            f"{config:18s} mean step {1000 * mean:8.2f} ms  median {1000 * statistics.median(values):8.2f} ms"
+        )
         if base:
             line += f"  ratio {mean / base:.3f} ({100 * (mean / base - 1):+.1f}%)"
         print(line)
@@ -171,9 +206,11 @@ def main() -> None:
                 else:
                     early_spent, early_time = early_spent + spent[step], early_time + duration
         steps = len(accounts) * args.steps
-        print(f"accounting: debugger hooks {1000 * steady_spent / steps:.2f} ms per step = "
-              f"{100 * steady_spent / steady_time:.2f}% of step time (first {args.warmup} steps: "
-              f"{100 * early_spent / max(early_time, 1e-9):.1f}%)")
+        print(
+            f"accounting: debugger hooks {1000 * steady_spent / steps:.2f} ms per step = "
+            f"{100 * steady_spent / steady_time:.2f}% of step time (first {args.warmup} steps: "
+            f"{100 * early_spent / max(early_time, 1e-9):.1f}%)"
+        )
         print(f"debugger_accounted_overhead_ratio={1 + steady_spent / (steady_time - steady_spent):.4f}")
     if base and "debugger" in times:
         print(f"debugger_overhead_ratio={statistics.fmean(times['debugger']) / base:.4f}")

@@ -19,12 +19,20 @@ from torchvision import datasets, models, transforms
 
 def loaders(root: str, batch_size: int, workers: int) -> dict[str, DataLoader]:
     tf = transforms.Compose(
-        [transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
-         transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])]
+        [
+            transforms.Resize(256),
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ]
     )
     return {
-        split: DataLoader(datasets.ImageFolder(f"{root}/{split}", tf), batch_size=batch_size, shuffle=split == "train",
-                          num_workers=workers)
+        split: DataLoader(
+            datasets.ImageFolder(f"{root}/{split}", tf),
+            batch_size=batch_size,
+            shuffle=split == "train",
+            num_workers=workers,
+        )
         for split in ("train", "valid", "test")
     }
 
@@ -52,7 +60,9 @@ def main() -> None:
     args = p.parse_args()
     started = time.perf_counter()
     data = loaders(args.root, args.batch_size, args.workers)
-    model = models.get_model(args.arch, weights=None)  # the seeds load IMAGENET1K weights: same cost per image
+    model = models.get_model(
+        args.arch, weights=None
+    )  # the seeds load IMAGENET1K weights: same cost per image
     for param in model.parameters():
         param.requires_grad = False
     model.fc = nn.Linear(model.fc.in_features, len(data["train"].dataset.classes))

@@ -32,7 +32,9 @@ PY = sys.executable
 RESNET50_GFLOP = 8.2
 
 
-def make_dataset(root: Path, classes: int, per_split: dict[str, int], size: tuple[int, int] = (500, 375)) -> Path:
+def make_dataset(
+    root: Path, classes: int, per_split: dict[str, int], size: tuple[int, int] = (500, 375)
+) -> Path:
     """Dog-photo-sized JPEGs (500×375) of pattern classes; reused when already generated with the same spec."""
     from dogbreed.data.synthetic import PATTERNS, draw_image
 
@@ -58,7 +60,9 @@ def timed(cmd: list[str], env: dict | None = None) -> tuple[float, str]:
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})})
     wall = time.perf_counter() - started
     if result.returncode != 0:
-        sys.exit(f"command failed ({result.returncode}): {' '.join(cmd)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        sys.exit(
+            f"command failed ({result.returncode}): {' '.join(cmd)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     return wall, result.stdout
 
 
@@ -68,8 +72,17 @@ def last_value(text: str, key: str) -> float | None:
 
 
 def dogbreed_cmd(data: Path, epochs: int, out: Path, extra: list[str]) -> list[str]:
-    return [PY, "-m", "dogbreed.train", "data=folder", f"data.root={data}", f"trainer.max_epochs={epochs}",
-            "callbacks.early_stopping=null", f"paths.output_dir={out}", *extra]
+    return [
+        PY,
+        "-m",
+        "dogbreed.train",
+        "data=folder",
+        f"data.root={data}",
+        f"trainer.max_epochs={epochs}",
+        "callbacks.early_stopping=null",
+        f"paths.output_dir={out}",
+        *extra,
+    ]
 
 
 def matmul_peak_gflops(dtype_name: str) -> float:
@@ -116,8 +129,12 @@ def main() -> None:
     p.add_argument("--eval-per-class", type=int, default=10)
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--trials", type=int, default=8)
-    p.add_argument("--naive-sweep-trials", type=int, default=1,
-                   help="naive trials actually run for (c); the rest are extrapolated (trials are independent)")
+    p.add_argument(
+        "--naive-sweep-trials",
+        type=int,
+        default=1,
+        help="naive trials actually run for (c); the rest are extrapolated (trials are independent)",
+    )
     p.add_argument("--skip-sweep", action="store_true")
     p.add_argument("--skip-parity", action="store_true")
     args = p.parse_args()
@@ -126,9 +143,14 @@ def main() -> None:
     data = make_dataset(OUT / "bench-data", args.classes, per_split)
     n_train = args.classes * args.train_per_class
     work = Path(tempfile.mkdtemp(prefix="bench-train-", dir=OUT))
-    report: dict[str, object] = {"dataset": {"classes": args.classes, **per_split, "jpeg": "500x375"}, "epochs": args.epochs}
+    report: dict[str, object] = {
+        "dataset": {"classes": args.classes, **per_split, "jpeg": "500x375"},
+        "epochs": args.epochs,
+    }
 
-    print(f"(a) naive script, frozen ResNet-50 fp32, {args.epochs} epochs, {n_train} train images …", flush=True)
+    print(
+        f"(a) naive script, frozen ResNet-50 fp32, {args.epochs} epochs, {n_train} train images …", flush=True
+    )
     naive_wall, naive_out = timed([PY, "bench/naive_train.py", str(data), "--epochs", str(args.epochs)])
     print("(b) python -m dogbreed.train, same data and epochs, cold feature cache …", flush=True)
     ours_wall, ours_out = timed(
@@ -136,42 +158,90 @@ def main() -> None:
         env={"DOGBREED_CACHE_DIR": str(work / "cache")},
     )
     naive_acc = json.loads(naive_out.strip().splitlines()[-1])["val_acc"]
-    report["a_naive"] = {"wall_s": naive_wall, "train_img_per_s": n_train * args.epochs / naive_wall, "val_acc": naive_acc}
-    report["b_dogbreed"] = {"wall_s": ours_wall, "train_img_per_s": n_train * args.epochs / ours_wall,
-                            "val_acc": last_value(ours_out, "val_acc")}
+    report["a_naive"] = {
+        "wall_s": naive_wall,
+        "train_img_per_s": n_train * args.epochs / naive_wall,
+        "val_acc": naive_acc,
+    }
+    report["b_dogbreed"] = {
+        "wall_s": ours_wall,
+        "train_img_per_s": n_train * args.epochs / ours_wall,
+        "val_acc": last_value(ours_out, "val_acc"),
+    }
     report["ratio_b_over_a"] = naive_wall / ours_wall
 
     fwd = forward_throughput()
     peak = matmul_peak_gflops("bfloat16" if fwd["bf16"] else "float32")
     limit = peak / RESNET50_GFLOP
-    report["forward"] = {"fp32_img_per_s": fwd["fp32"], "fast_img_per_s": fwd["fast"], "matmul_peak_gflops": peak,
-                         "matmul_bound_img_per_s": limit, "fraction_of_limit": fwd["fast"] / limit,
-                         "peak_dtype": "bf16" if fwd["bf16"] else "fp32"}
+    report["forward"] = {
+        "fp32_img_per_s": fwd["fp32"],
+        "fast_img_per_s": fwd["fast"],
+        "matmul_peak_gflops": peak,
+        "matmul_bound_img_per_s": limit,
+        "fraction_of_limit": fwd["fast"] / limit,
+        "peak_dtype": "bf16" if fwd["bf16"] else "fp32",
+    }
 
     if not args.skip_parity:
         print("parity: demo data, fast path vs plain fp32 …", flush=True)
         demo = ["experiment=demo", f"data.root={work / 'demo-data'}", "callbacks.early_stopping=null"]
         env = {"DOGBREED_CACHE_DIR": str(work / "cache")}
         _, fast_out = timed([PY, "-m", "dogbreed.train", *demo, f"paths.output_dir={work / 'p-fast'}"], env)
-        _, plain_out = timed([PY, "-m", "dogbreed.train", *demo, f"paths.output_dir={work / 'p-plain'}",
-                              "data.cache.enabled=false", "trainer.precision=32-true", "model.channels_last=false"], env)
+        _, plain_out = timed(
+            [
+                PY,
+                "-m",
+                "dogbreed.train",
+                *demo,
+                f"paths.output_dir={work / 'p-plain'}",
+                "data.cache.enabled=false",
+                "trainer.precision=32-true",
+                "model.channels_last=false",
+            ],
+            env,
+        )
         fast_acc = json.loads((work / "p-fast" / "metrics.json").read_text())["val_acc"]
         plain_acc = json.loads((work / "p-plain" / "metrics.json").read_text())["val_acc"]
-        report["parity"] = {"fast_val_acc": fast_acc, "plain_fp32_val_acc": plain_acc, "diff_points": 100 * (fast_acc - plain_acc)}
+        report["parity"] = {
+            "fast_val_acc": fast_acc,
+            "plain_fp32_val_acc": plain_acc,
+            "diff_points": 100 * (fast_acc - plain_acc),
+        }
 
     if not args.skip_sweep:
-        print(f"(c) {args.trials}-trial sweep, ResNet-18, 3 epochs: naive ×{args.trials} vs launch.tune backend=local …", flush=True)
+        print(
+            f"(c) {args.trials}-trial sweep, ResNet-18, 3 epochs: naive ×{args.trials} vs launch.tune backend=local …",
+            flush=True,
+        )
         naive_trials = max(1, min(args.naive_sweep_trials, args.trials))
-        walls = [timed([PY, "bench/naive_train.py", str(data), "--epochs", "3", "--arch", "resnet18"])[0] for _ in range(naive_trials)]
+        walls = [
+            timed([PY, "bench/naive_train.py", str(data), "--epochs", "3", "--arch", "resnet18"])[0]
+            for _ in range(naive_trials)
+        ]
         naive_sweep = sum(walls) / naive_trials * args.trials
         sweep_wall, _ = timed(
-            [PY, "-m", "launch.tune", "backend=local", f"tune.max_jobs={args.trials}", "data=folder", f"data.root={data}",
-             "model=resnet18", "model.weights=null", "trainer.max_epochs=3", f"tune.storage=sqlite:///{work / 'study.db'}",
-             f"paths.output_dir={work / 'sweep'}"],
+            [
+                PY,
+                "-m",
+                "launch.tune",
+                "backend=local",
+                f"tune.max_jobs={args.trials}",
+                "data=folder",
+                f"data.root={data}",
+                "model=resnet18",
+                "model.weights=null",
+                "trainer.max_epochs=3",
+                f"tune.storage=sqlite:///{work / 'study.db'}",
+                f"paths.output_dir={work / 'sweep'}",
+            ],
             env={"DOGBREED_CACHE_DIR": str(work / "cache-sweep")},
         )
-        report["c_sweep"] = {"naive_wall_s": naive_sweep, "naive_trials_run": naive_trials, "dogbreed_wall_s": sweep_wall,
-                             "ratio": naive_sweep / sweep_wall}
+        report["c_sweep"] = {
+            "naive_wall_s": naive_sweep,
+            "naive_trials_run": naive_trials,
+            "dogbreed_wall_s": sweep_wall,
+            "ratio": naive_sweep / sweep_wall,
+        }
 
     (OUT / "train.json").write_text(json.dumps(report, indent=2))
     print()
@@ -180,17 +250,23 @@ def main() -> None:
     print(f"(b) dogbreed.train   {b['wall_s']:8.1f} s  {b['train_img_per_s']:7.1f} train img/s")
     print(f"    ratio (a)/(b)    {report['ratio_b_over_a']:8.1f}×  (goal ≥ 10× for 5 epochs)")
     f = report["forward"]
-    print(f"forward ResNet-50    fp32 {f['fp32_img_per_s']:.1f} img/s, fast path {f['fast_img_per_s']:.1f} img/s = "
-          f"{100 * f['fraction_of_limit']:.0f}% of the {f['peak_dtype']} matmul-bound limit "
-          f"({f['matmul_peak_gflops']:.0f} GFLOP/s → {f['matmul_bound_img_per_s']:.1f} img/s; goal ≥ 60%)")
+    print(
+        f"forward ResNet-50    fp32 {f['fp32_img_per_s']:.1f} img/s, fast path {f['fast_img_per_s']:.1f} img/s = "
+        f"{100 * f['fraction_of_limit']:.0f}% of the {f['peak_dtype']} matmul-bound limit "
+        f"({f['matmul_peak_gflops']:.0f} GFLOP/s → {f['matmul_bound_img_per_s']:.1f} img/s; goal ≥ 60%)"
+    )
     if "parity" in report:
         q = report["parity"]
-        print(f"parity (demo)        fast val_acc {q['fast_val_acc']:.4f} vs plain fp32 {q['plain_fp32_val_acc']:.4f} "
-              f"({q['diff_points']:+.2f} points; goal within 1)")
+        print(
+            f"parity (demo)        fast val_acc {q['fast_val_acc']:.4f} vs plain fp32 {q['plain_fp32_val_acc']:.4f} "
+            f"({q['diff_points']:+.2f} points; goal within 1)"
+        )
     if "c_sweep" in report:
         c = report["c_sweep"]
-        print(f"(c) sweep            naive {c['naive_wall_s']:.1f} s (measured {c['naive_trials_run']} trial(s), ×{args.trials}) vs "
-              f"dogbreed {c['dogbreed_wall_s']:.1f} s = {c['ratio']:.1f}×  (goal ≥ 30×)")
+        print(
+            f"(c) sweep            naive {c['naive_wall_s']:.1f} s (measured {c['naive_trials_run']} trial(s), ×{args.trials}) vs "
+            f"dogbreed {c['dogbreed_wall_s']:.1f} s = {c['ratio']:.1f}×  (goal ≥ 30×)"
+        )
     shutil.rmtree(work, ignore_errors=True)
 
 

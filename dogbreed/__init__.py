@@ -1,6 +1,6 @@
 """dogbreed: fine-tune ImageNet-pretrained CNNs on ImageFolder datasets (Lightning + Hydra).
 
-    from dogbreed import BreedClassifier, ImageFolderDataModule, load_model
+from dogbreed import BreedClassifier, ImageFolderDataModule, load_model
 """
 
 from __future__ import annotations

@@ -61,7 +61,9 @@ def weights_enum(name: str, weights: str | None) -> WeightsEnum | None:
         return enum[weights] if weights != "DEFAULT" else enum.DEFAULT
     except KeyError:
         valid = ", ".join(["DEFAULT", *(w.name for w in enum)])
-        raise ValueError(f"model.weights={weights!r} is not a weights name of {name}; use one of: {valid}, or null") from None
+        raise ValueError(
+            f"model.weights={weights!r} is not a weights name of {name}; use one of: {valid}, or null"
+        ) from None
 
 
 def preprocess_for(name: str, weights: str | None) -> Preprocess:
@@ -162,4 +164,6 @@ def build_backbone(
     else:
         log.info("model.weights=null: %s starts from random initialisation", name)
     module, width = _strip_classifier(net)
-    return Backbone(module=module, num_features=width, preprocess=preprocess_for(name, weights), pretrained=pretrained)
+    return Backbone(
+        module=module, num_features=width, preprocess=preprocess_for(name, weights), pretrained=pretrained
+    )

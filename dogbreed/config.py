@@ -8,7 +8,9 @@ from omegaconf import DictConfig, OmegaConf
 
 _PKG = Path(__file__).resolve().parent
 # Installed wheel: dogbreed/conf; source checkout / editable install: <repo>/conf.
-CONFIG_DIR = next((p for p in (_PKG / "conf", _PKG.parent / "conf") if (p / "train.yaml").is_file()), _PKG.parent / "conf")
+CONFIG_DIR = next(
+    (p for p in (_PKG / "conf", _PKG.parent / "conf") if (p / "train.yaml").is_file()), _PKG.parent / "conf"
+)
 
 
 class ConfigError(ValueError):
@@ -23,7 +25,9 @@ def compose(config_name: str = "train", overrides: list[str] | None = None) -> D
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=list(overrides or []), return_hydra_config=False)
+        return hydra_compose(
+            config_name=config_name, overrides=list(overrides or []), return_hydra_config=False
+        )
 
 
 def _require(cfg: DictConfig, key: str, kind: type | tuple[type, ...], allow_none: bool = False) -> None:

@@ -7,7 +7,6 @@ Class names travel with it as the ``class_names`` attribute and in the ``dogbree
 so loading it needs nothing but torch.
 """
 
-
 import importlib.util
 import io
 import json
@@ -100,7 +99,9 @@ def metadata(model: BreedClassifier) -> dict:
     }
 
 
-def check_export(model: BreedClassifier, scripted: torch.jit.ScriptModule, seed: int = 0, atol: float = 1e-2) -> float:
+def check_export(
+    model: BreedClassifier, scripted: torch.jit.ScriptModule, seed: int = 0, atol: float = 1e-2
+) -> float:
     """Compare the scripted file against the checkpoint model fed by the evaluation transform.
 
     Returns the largest probability difference; raises if it exceeds ``atol``.
@@ -111,11 +112,15 @@ def check_export(model: BreedClassifier, scripted: torch.jit.ScriptModule, seed:
     transform = eval_transform(model.preprocess)
     eager_net = nn.Sequential(model.backbone, nn.Flatten(1), model.head).float().cpu().eval()
     with torch.no_grad():
-        expected = torch.softmax(eager_net(torch.stack([transform(Image.fromarray(a)) for a in images])), dim=1)
+        expected = torch.softmax(
+            eager_net(torch.stack([transform(Image.fromarray(a)) for a in images])), dim=1
+        )
         got = scripted.predict_images([torch.from_numpy(a).permute(2, 0, 1).contiguous() for a in images])
     diff = float((expected - got).abs().max())
     if diff > atol:
-        raise RuntimeError(f"Export check failed: TorchScript and checkpoint disagree by {diff:.4g} (> {atol})")
+        raise RuntimeError(
+            f"Export check failed: TorchScript and checkpoint disagree by {diff:.4g} (> {atol})"
+        )
     return diff
 
 
@@ -136,11 +141,15 @@ def handler_source(module: str) -> Path:
     """Source file of the SageMaker handler module (default ``serve.inference``), found without importing it."""
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.origin:
-        raise ModuleNotFoundError(f"export.handler_module={module!r} is not importable; it becomes code/inference.py")
+        raise ModuleNotFoundError(
+            f"export.handler_module={module!r} is not importable; it becomes code/inference.py"
+        )
     return Path(spec.origin)
 
 
-def package(model_pt: str | Path, out: str | Path, handler: str | Path, requirements: list[str] | None = None) -> Path:
+def package(
+    model_pt: str | Path, out: str | Path, handler: str | Path, requirements: list[str] | None = None
+) -> Path:
     """Write SageMaker's ``model.tar.gz``: ``model.pt`` + ``code/inference.py`` (+ ``code/requirements.txt``)."""
     out = Path(out)
     buffer = io.BytesIO()
@@ -157,7 +166,9 @@ def package(model_pt: str | Path, out: str | Path, handler: str | Path, requirem
     return out
 
 
-def export_all(model: BreedClassifier, model_dir: str | Path, handler_module: str = "serve.inference") -> dict[str, Path]:
+def export_all(
+    model: BreedClassifier, model_dir: str | Path, handler_module: str = "serve.inference"
+) -> dict[str, Path]:
     """``model_dir/model.pt`` and ``model_dir/model.tar.gz``; returns both paths."""
     model_dir = Path(model_dir)
     pt = export_torchscript(model, model_dir / "model.pt")

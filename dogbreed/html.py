@@ -58,7 +58,10 @@ def rules_table(rules: Sequence[Any]) -> str:
     """The shared rule-result table (name, status, step, message, recommendation)."""
     return table(
         ["Rule", "Status", "Step", "Message", "Recommendation"],
-        ([r.name, r.status, r.step if r.step is not None else "", r.message, r.recommendation] for r in rules),
+        (
+            [r.name, r.status, r.step if r.step is not None else "", r.message, r.recommendation]
+            for r in rules
+        ),
         status_col=1,
     )
 
@@ -69,7 +72,9 @@ def page(title: str, sections: Sequence[tuple[str, str]], subtitle: str = "") ->
     sub = f'<p class="muted">{esc(subtitle)}</p>' if subtitle else ""
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
-        f"<style>{STYLE}</style></head><body><h1>{esc(title)}</h1>{sub}\n" + "\n".join(parts) + "\n</body></html>\n"
+        f"<style>{STYLE}</style></head><body><h1>{esc(title)}</h1>{sub}\n"
+        + "\n".join(parts)
+        + "\n</body></html>\n"
     )
 
 

@@ -31,13 +31,22 @@ def normalise_freeze(freeze: bool | str) -> str:
     return freeze
 
 
-def build_head(in_features: int, num_classes: int, type: str = "linear", hidden_dim: int = 512, dropout: float = 0.0) -> nn.Module:
+def build_head(
+    in_features: int, num_classes: int, type: str = "linear", hidden_dim: int = 512, dropout: float = 0.0
+) -> nn.Module:
     """Linear classifier, or a one-hidden-layer MLP with dropout."""
     if type == "linear":
-        return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, num_classes)) if dropout else nn.Linear(in_features, num_classes)
+        return (
+            nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, num_classes))
+            if dropout
+            else nn.Linear(in_features, num_classes)
+        )
     if type == "mlp":
         return nn.Sequential(
-            nn.Linear(in_features, hidden_dim), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden_dim, num_classes)
+            nn.Linear(in_features, hidden_dim),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_dim, num_classes),
         )
     raise ValueError(f"model.head.type={type!r}: use linear or mlp")
 
@@ -82,11 +91,22 @@ class BreedClassifier(pl.LightningModule):
         freeze = normalise_freeze(freeze)
         self.save_hyperparameters(
             {
-                "class_names": list(class_names), "backbone": backbone, "weights": weights, "weights_file": weights_file,
-                "allow_random_init": allow_random_init, "head": head, "freeze": freeze,
-                "unfreeze_at_epoch": unfreeze_at_epoch, "backbone_lr_ratio": backbone_lr_ratio, "lr": lr,
-                "optimizer": optimizer, "momentum": momentum, "weight_decay": weight_decay,
-                "scheduler": scheduler, "label_smoothing": label_smoothing, "channels_last": channels_last,
+                "class_names": list(class_names),
+                "backbone": backbone,
+                "weights": weights,
+                "weights_file": weights_file,
+                "allow_random_init": allow_random_init,
+                "head": head,
+                "freeze": freeze,
+                "unfreeze_at_epoch": unfreeze_at_epoch,
+                "backbone_lr_ratio": backbone_lr_ratio,
+                "lr": lr,
+                "optimizer": optimizer,
+                "momentum": momentum,
+                "weight_decay": weight_decay,
+                "scheduler": scheduler,
+                "label_smoothing": label_smoothing,
+                "channels_last": channels_last,
             }
         )
         self.class_names = list(class_names)
@@ -106,7 +126,10 @@ class BreedClassifier(pl.LightningModule):
                 f"{stage}_acc": MulticlassAccuracy(num_classes=n, average="micro")
                 for stage in ("train", "val", "test")
             }
-            | {f"{stage}_acc_top5": MulticlassAccuracy(num_classes=n, top_k=min(5, n), average="micro") for stage in ("val", "test")}
+            | {
+                f"{stage}_acc_top5": MulticlassAccuracy(num_classes=n, top_k=min(5, n), average="micro")
+                for stage in ("val", "test")
+            }
         )
 
     @property
@@ -133,14 +156,29 @@ class BreedClassifier(pl.LightningModule):
         x, y = batch
         # 2-D input = cached backbone features (frozen backbone + data.cache): only the head runs.
         logits = self.head(x.float()) if x.ndim == 2 else self(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing if stage == "train" else 0.0)
+        loss = F.cross_entropy(
+            logits, y, label_smoothing=self.hparams.label_smoothing if stage == "train" else 0.0
+        )
         on_step = stage == "train"
         self.log(f"{stage}_loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(y))
         self.metrics[f"{stage}_acc"](logits, y)
-        self.log(f"{stage}_acc", self.metrics[f"{stage}_acc"], on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log(
+            f"{stage}_acc",
+            self.metrics[f"{stage}_acc"],
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(y),
+        )
         if stage != "train":
             self.metrics[f"{stage}_acc_top5"](logits, y)
-            self.log(f"{stage}_acc_top5", self.metrics[f"{stage}_acc_top5"], on_step=False, on_epoch=True, batch_size=len(y))
+            self.log(
+                f"{stage}_acc_top5",
+                self.metrics[f"{stage}_acc_top5"],
+                on_step=False,
+                on_epoch=True,
+                batch_size=len(y),
+            )
         return loss
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -177,7 +215,9 @@ class BreedClassifier(pl.LightningModule):
         if hp.scheduler == "none":
             return optimizer
         if hp.scheduler == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.trainer.max_epochs or 1))
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=max(1, self.trainer.max_epochs or 1)
+            )
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
         sched = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=hp.lr, total_steps=max(1, int(self.trainer.estimated_stepping_batches))

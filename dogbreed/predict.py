@@ -1,9 +1,9 @@
 """Load a trained model in one call and predict PIL images or files.
 
-    from dogbreed import load_model
-    predictor = load_model("outputs/…/model/model.pt")     # or a .ckpt
-    predictor.predict("dog.jpg", top_k=3)
-    # [Prediction(label='001.Affenpinscher', probability=0.93, top_k=[('001.Affenpinscher', 0.93), …])]
+from dogbreed import load_model
+predictor = load_model("outputs/…/model/model.pt")     # or a .ckpt
+predictor.predict("dog.jpg", top_k=3)
+# [Prediction(label='001.Affenpinscher', probability=0.93, top_k=[('001.Affenpinscher', 0.93), …])]
 """
 
 from __future__ import annotations
@@ -42,7 +42,9 @@ def load_checkpoint(path: str | Path):
     level = backbones_log.level
     backbones_log.setLevel(logging.WARNING)
     try:
-        model = BreedClassifier.load_from_checkpoint(str(path), map_location="cpu", weights=None, weights_file=None)
+        model = BreedClassifier.load_from_checkpoint(
+            str(path), map_location="cpu", weights=None, weights_file=None
+        )
     finally:
         backbones_log.setLevel(level)
     return model.eval()

@@ -111,7 +111,14 @@ def build(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         logger=loggers or False,
         enable_progress_bar=any(isinstance(c, pl.callbacks.ProgressBar) for c in callbacks),
     )
-    return {"cfg": cfg, "datamodule": datamodule, "model": model, "callbacks": callbacks, "loggers": loggers, "trainer": trainer}
+    return {
+        "cfg": cfg,
+        "datamodule": datamodule,
+        "model": model,
+        "callbacks": callbacks,
+        "loggers": loggers,
+        "trainer": trainer,
+    }
 
 
 def _best_checkpoint(trainer: pl.Trainer) -> str | None:
@@ -125,7 +132,9 @@ def _metric(metrics: dict, key: str) -> float | None:
     return None if value is None else float(value)
 
 
-def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+def train(
+    cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit, test, export; write metrics.json. Returns ``(metrics, objects)``."""
     validate(cfg)
     started = time.perf_counter()
@@ -173,7 +182,9 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     if do_export:
         from dogbreed.export import export_all
 
-        paths = export_all(best_model, output_dir / "model", cfg.export.get("handler_module", "serve.inference"))
+        paths = export_all(
+            best_model, output_dir / "model", cfg.export.get("handler_module", "serve.inference")
+        )
         metrics.update({k: str(v) for k, v in paths.items()})
         print(f"Model exported to {paths['model_pt']} and {paths['model_tar']}", flush=True)
 
@@ -195,7 +206,13 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     return metrics, objects
 
 
-USER_ERRORS: tuple[type[BaseException], ...] = (DatasetError, ConfigError, WeightsUnavailableError, FileNotFoundError, ValueError)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    DatasetError,
+    ConfigError,
+    WeightsUnavailableError,
+    FileNotFoundError,
+    ValueError,
+)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")

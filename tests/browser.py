@@ -1,8 +1,8 @@
 """Headless Chromium (Debian's chromium + chromium-driver) through Selenium, for HTML/page tests.
 
-    with chrome() as driver:
-        driver.get(url)
-        assert not console_errors(driver)
+with chrome() as driver:
+    driver.get(url)
+    assert not console_errors(driver)
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ def chromium_paths() -> tuple[str, str]:
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     if not binary or not driver:
-        raise RuntimeError("Browser tests need Debian's chromium and chromium-driver: `make browser` (or apt-get install chromium chromium-driver)")
+        raise RuntimeError(
+            "Browser tests need Debian's chromium and chromium-driver: `make browser` (or apt-get install chromium chromium-driver)"
+        )
     return binary, driver
 
 

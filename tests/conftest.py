@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("PYTHONWARNINGS", "ignore")
 
+
 @pytest.fixture(scope="session", autouse=True)
 def _feature_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Keep the feature cache out of the user's home (and shared across this session's runs)."""
@@ -63,7 +64,9 @@ def make_cfg(output_dir: Path, data_root: Path, overrides: list[str] | None = No
 def cfg_factory(tmp_path: Path, synthetic_root: Path) -> Callable[..., DictConfig]:
     """``cfg_factory(["model.lr=0.1", …])`` → a composed config for a tiny run in ``tmp_path/run``."""
 
-    def factory(overrides: list[str] | None = None, output_dir: Path | None = None, data_root: Path | None = None) -> DictConfig:
+    def factory(
+        overrides: list[str] | None = None, output_dir: Path | None = None, data_root: Path | None = None
+    ) -> DictConfig:
         return make_cfg(output_dir or tmp_path / "run", data_root or synthetic_root, overrides)
 
     return factory

@@ -56,7 +56,9 @@ def test_unavailable_weights_fail_with_the_fix(offline):
     with pytest.raises(WeightsUnavailableError) as err:
         build_backbone("resnet50", "IMAGENET1K_V2")
     msg = str(err.value)
-    assert "resnet50" in msg and "IMAGENET1K_V2" in msg and "model.weights_file" in msg and str(offline) in msg
+    assert (
+        "resnet50" in msg and "IMAGENET1K_V2" in msg and "model.weights_file" in msg and str(offline) in msg
+    )
 
 
 def test_fallback_to_random_init_is_loud(offline, caplog):

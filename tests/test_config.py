@@ -20,7 +20,15 @@ def test_config_dir_has_every_group():
     for group in ("data", "model", "trainer", "callbacks", "logger", "paths", "experiment", "debug"):
         assert options(group), group
     assert set(options("model")) >= {
-        "resnet18", "resnet34", "resnet50", "resnet101", "densenet161", "vgg16_bn", "mobilenet_v2", "efficientnet_b0", "convnext_tiny",
+        "resnet18",
+        "resnet34",
+        "resnet50",
+        "resnet101",
+        "densenet161",
+        "vgg16_bn",
+        "mobilenet_v2",
+        "efficientnet_b0",
+        "convnext_tiny",
     }
     assert set(options("data")) >= {"dogbreed", "synthetic", "folder"}
     assert set(options("trainer")) >= {"default", "cpu", "gpu", "ddp"}
@@ -51,8 +59,13 @@ def test_every_data_option_instantiates(name, synthetic_root, tmp_path):
     root = tmp_path / "gen" if name == "synthetic" else synthetic_root
     overrides = [f"data={name}", f"data.root={root}", "data.num_workers=0"]
     if name == "synthetic":
-        overrides += ["data.synthetic.num_classes=3", "data.synthetic.train_per_class=2", "data.synthetic.valid_per_class=1",
-                      "data.synthetic.test_per_class=1", "data.synthetic.image_size=32"]
+        overrides += [
+            "data.synthetic.num_classes=3",
+            "data.synthetic.train_per_class=2",
+            "data.synthetic.valid_per_class=1",
+            "data.synthetic.test_per_class=1",
+            "data.synthetic.image_size=32",
+        ]
     cfg = compose("train", overrides)
     dm = hydra.utils.instantiate(cfg.data, _convert_="partial")
     assert dm.num_classes >= 3
@@ -66,8 +79,12 @@ def test_every_trainer_option_instantiates(name, tmp_path):
     cfg = compose("train", [f"trainer={name}", f"paths.output_dir={tmp_path}"])
     if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
         pytest.skip("no GPU on this machine: the gpu/ddp trainer options need one")
-    precision = auto_precision(cfg.trainer.accelerator) if cfg.trainer.precision == "auto" else cfg.trainer.precision
-    trainer = hydra.utils.instantiate(cfg.trainer, precision=precision, logger=False, enable_progress_bar=False)
+    precision = (
+        auto_precision(cfg.trainer.accelerator) if cfg.trainer.precision == "auto" else cfg.trainer.precision
+    )
+    trainer = hydra.utils.instantiate(
+        cfg.trainer, precision=precision, logger=False, enable_progress_bar=False
+    )
     assert trainer.max_epochs == cfg.trainer.max_epochs
 
 

@@ -76,7 +76,13 @@ def test_clean_dataset_passes(synthetic_root: Path, capsys):
     assert report.issues == [] and not report.blocking
     assert report.images == report.files == 4 * (12 + 4 + 4)
     assert report.imbalance()["train"] == {
-        "classes": 4, "images": 48, "min": 12, "min_class": "001.Circles", "median": 12, "max": 12, "max_class": "004.Triangles",
+        "classes": 4,
+        "images": 48,
+        "min": 12,
+        "min_class": "001.Circles",
+        "median": 12,
+        "max": 12,
+        "max_class": "004.Triangles",
     }
     assert main(["check", str(synthetic_root), "--quiet"]) == 0
     assert "OK: nothing would break training" in capsys.readouterr().out
@@ -105,7 +111,10 @@ def test_every_damage_is_found_and_named(damaged):
         assert [(i.severity, i.kind) for i in issues] == [(severity, kind)], (name, issues)
         assert text in issues[0].message, (name, issues[0].message)
     assert "labelled '001.Circles' there" in found[made["duplicate"]][0].message
-    assert sorted(report.blocking_lines()) == sorted(f"{made[k]}: {found[made[k]][0].message}" for k in ("truncated", "not_image", "zero_byte", "undecodable"))
+    assert sorted(report.blocking_lines()) == sorted(
+        f"{made[k]}: {found[made[k]][0].message}"
+        for k in ("truncated", "not_image", "zero_byte", "undecodable")
+    )
     assert len(report.issues) == len(expect)
     # Broken files do not count as images of their class.
     assert report.counts["train"]["001.Circles"] == 12 - 1
@@ -175,7 +184,9 @@ def test_quarantine_moves_broken_files_keeping_paths(damaged, tmp_path: Path, ca
     for rel in broken:
         assert (q / rel).is_file() and not (root / rel).exists()
     assert (q / made["zero_byte"]).stat().st_size == 0
-    kept = sorted(p.name for p in root.rglob("*") if p.is_file()) + sorted(p.name for p in q.rglob("*") if p.is_file())
+    kept = sorted(p.name for p in root.rglob("*") if p.is_file()) + sorted(
+        p.name for p in q.rglob("*") if p.is_file()
+    )
     assert sorted(kept) == files_before  # nothing deleted
     assert not run_check(root, workers=1).blocking
     ImageFolderDataModule(root, num_workers=0)  # trainable now
@@ -212,6 +223,11 @@ def test_every_subcommand_has_help(command, capsys):
 
 def test_module_entry_point_exit_status(damaged):
     root, made = damaged
-    run = subprocess.run([sys.executable, "-m", "dogbreed.data", "check", str(root), "--json"], capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "dogbreed.data", "check", str(root), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 1, run.stderr
     assert json.loads(run.stdout)["errors"] == 4

@@ -123,7 +123,9 @@ def test_download_extracts_atomically_and_rerun_is_a_noop(server, tmp_path, synt
     target = tmp_path / "data" / "dogImages"
     assert result.path == target and not result.skipped
     assert tree(target) == source_tree(synthetic_root)  # junk (__MACOSX) skipped, nothing else added
-    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["dogImages"]  # no archive, .part or temp folder
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [
+        "dogImages"
+    ]  # no archive, .part or temp folder
     assert "train 48, valid 16, test 16 images" in result.message
     umask = os.umask(0)
     os.umask(umask)
@@ -185,7 +187,13 @@ def test_wrong_etag_md5_is_caught(server, tmp_path):
 
 @pytest.mark.parametrize(
     "entry",
-    ["dogImages/train/001.Circles/../../../../evil.txt", "/tmp/evil.txt", "C:/evil.txt", "dogImages\\..\\..\\evil.txt", "symlink"],
+    [
+        "dogImages/train/001.Circles/../../../../evil.txt",
+        "/tmp/evil.txt",
+        "C:/evil.txt",
+        "dogImages\\..\\..\\evil.txt",
+        "symlink",
+    ],
 )
 def test_zip_slip_archives_are_refused_before_anything_is_written(server, tmp_path, synthetic_root, entry):
     buf = io.BytesIO(make_zip(synthetic_root))
@@ -203,7 +211,9 @@ def test_zip_slip_archives_are_refused_before_anything_is_written(server, tmp_pa
         get(server.url, dest)
     assert not list(tmp_path.rglob("evil*")) and not (dest / "dogImages").exists()
     assert sorted(p.name for p in dest.iterdir()) == ["dogImages.zip"]  # kept for inspection, no temp folder
-    with pytest.raises(UnsafeArchiveError):  # a rerun reuses the complete archive instead of fetching it again
+    with pytest.raises(
+        UnsafeArchiveError
+    ):  # a rerun reuses the complete archive instead of fetching it again
         get(server.url, dest)
     assert len(server.requests) == 1
     server.payload = make_zip(synthetic_root)
@@ -231,7 +241,9 @@ def test_bad_archives_and_targets_say_what_to_do(tmp_path, synthetic_root):
     odd = tmp_path / "odd.zip"
     with zipfile.ZipFile(odd, "w") as zf:
         zf.writestr("photos/a.jpg", b"x")
-    with pytest.raises(DownloadError, match=r"holds no train/, valid/ \(or val/\) and test/ folders \(top level: photos\)"):
+    with pytest.raises(
+        DownloadError, match=r"holds no train/, valid/ \(or val/\) and test/ folders \(top level: photos\)"
+    ):
         download(archive=odd, dest=tmp_path / "data", progress=False, echo=lambda m: None)
     (tmp_path / "data" / "odd").mkdir(parents=True)
     with pytest.raises(DownloadError, match="exists but is not a complete dataset.*--force"):
@@ -247,13 +259,18 @@ def test_server_errors_are_retried_and_client_errors_are_not(server, tmp_path, s
     get(server.url, tmp_path, retries=2)
     assert len(server.requests) == 3 and tree(tmp_path / "dogImages") == source_tree(synthetic_root)
     server.fail_with = [404]
-    with pytest.raises(DownloadError, match=r"GET http://127\.0\.0\.1:\d+/dog-project/dogImages\.zip answered HTTP 404.*--url"):
+    with pytest.raises(
+        DownloadError,
+        match=r"GET http://127\.0\.0\.1:\d+/dog-project/dogImages\.zip answered HTTP 404.*--url",
+    ):
         get(server.url, tmp_path / "other", retries=3)
     assert len(server.requests) == 4
 
 
 def test_complete_partial_file_is_not_fetched_again(server, tmp_path, synthetic_root, payload):
-    (tmp_path / "dogImages.zip.part").write_bytes(payload)  # e.g. killed after the last byte, before the rename
+    (tmp_path / "dogImages.zip.part").write_bytes(
+        payload
+    )  # e.g. killed after the last byte, before the rename
     get(server.url, tmp_path)
     assert server.requests[0]["Range"] == f"bytes={len(payload)}-" and server.bytes_sent == 0
     assert tree(tmp_path / "dogImages") == source_tree(synthetic_root)

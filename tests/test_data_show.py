@@ -15,7 +15,23 @@ from dogbreed.data.show import display_name, pick_samples, show
 
 
 def test_grid_and_chart_are_written(synthetic_root: Path, tmp_path: Path, capsys):
-    assert main(["show", str(synthetic_root), "--out", str(tmp_path), "-n", "9", "--split", "valid", "--seed", "3"]) == 0
+    assert (
+        main(
+            [
+                "show",
+                str(synthetic_root),
+                "--out",
+                str(tmp_path),
+                "-n",
+                "9",
+                "--split",
+                "valid",
+                "--seed",
+                "3",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     grid, chart = tmp_path / "samples_valid.png", tmp_path / "class_counts.png"
     assert str(grid) in out and str(chart) in out
@@ -24,7 +40,10 @@ def test_grid_and_chart_are_written(synthetic_root: Path, tmp_path: Path, capsys
         assert g.width >= 600 and g.height >= 600  # 3 x 3 thumbnails, readable size
         pixels = np.asarray(g.convert("L"))
         assert pixels.std() > 20  # actual pictures, not a blank canvas
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["class_counts.png", "samples_valid.png"]  # no temp files
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "class_counts.png",
+        "samples_valid.png",
+    ]  # no temp files
     umask = os.umask(0)
     os.umask(umask)
     assert grid.stat().st_mode & 0o777 == 0o666 & ~umask

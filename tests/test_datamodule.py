@@ -95,8 +95,12 @@ def test_jpeg_draft_reduces_large_images_but_keeps_the_needed_size(tmp_path):
 
 @pytest.mark.parametrize(
     ("backbone", "weights", "resize", "crop"),
-    [("resnet50", "IMAGENET1K_V2", 232, 224), ("resnet50", "IMAGENET1K_V1", 256, 224), ("mobilenet_v2", "IMAGENET1K_V1", 256, 224),
-     ("efficientnet_b0", "IMAGENET1K_V1", 256, 224)],
+    [
+        ("resnet50", "IMAGENET1K_V2", 232, 224),
+        ("resnet50", "IMAGENET1K_V1", 256, 224),
+        ("mobilenet_v2", "IMAGENET1K_V1", 256, 224),
+        ("efficientnet_b0", "IMAGENET1K_V1", 256, 224),
+    ],
 )
 def test_transforms_come_from_the_weights_metadata(backbone, weights, resize, crop):
     pre = preprocess_for(backbone, weights)

@@ -14,7 +14,12 @@ def test_a_training_run_writes_both_reports(trained_run: dict) -> None:
     assert [r["name"] for r in report["rules"]] == list(RULES)
     assert {r["status"] for r in report["rules"]} <= {"IssuesFound", "NoIssuesFound"}
     status = {r["name"]: r["status"] for r in report["rules"]}
-    assert status["VanishingGradient"] == status["ExplodingTensor"] == status["WeightUpdateRatio"] == "NoIssuesFound"
+    assert (
+        status["VanishingGradient"]
+        == status["ExplodingTensor"]
+        == status["WeightUpdateRatio"]
+        == "NoIssuesFound"
+    )
     assert report["stopped"] is None and report["last_step"] == trained_run["global_step"]
     assert "Train vs validation loss" in (reports / "debugger.html").read_text()
 
@@ -22,11 +27,17 @@ def test_a_training_run_writes_both_reports(trained_run: dict) -> None:
 def test_broken_option_is_caught_and_stopped(cfg_factory, tmp_path: Path) -> None:
     from dogbreed.train import train
 
-    cfg = cfg_factory([
-        "debug=broken", "trainer.max_epochs=10", "logger=none", "test=false", "export.enabled=false",
-        # 3 steps per epoch here (the demo data has 12): compare validation losses one epoch apart
-        "callbacks.debugger.rules.LossNotDecreasing.num_steps=3",
-    ])
+    cfg = cfg_factory(
+        [
+            "debug=broken",
+            "trainer.max_epochs=10",
+            "logger=none",
+            "test=false",
+            "export.enabled=false",
+            # 3 steps per epoch here (the demo data has 12): compare validation losses one epoch apart
+            "callbacks.debugger.rules.LossNotDecreasing.num_steps=3",
+        ]
+    )
     assert cfg.model.lr == 0.0 and cfg.callbacks.early_stopping is None
     metrics, objects = train(cfg)
     reports = tmp_path / "run" / "reports"
@@ -37,4 +48,6 @@ def test_broken_option_is_caught_and_stopped(cfg_factory, tmp_path: Path) -> Non
     assert report["stopped"] == {"rule": "LossNotDecreasing", "step": 6}
     assert metrics["global_step"] == 6 and objects["trainer"].should_stop  # 2 of 10 epochs
     assert (reports / "debugger.html").is_file()
-    assert report["smdebug"] is None and not (tmp_path / "run" / "debug-output").exists()  # not a SageMaker job
+    assert (
+        report["smdebug"] is None and not (tmp_path / "run" / "debug-output").exists()
+    )  # not a SageMaker job

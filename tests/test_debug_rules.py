@@ -31,7 +31,12 @@ SAGEMAKER_DEFAULTS = {
         "patience": 5,
         "steps": 10,
     },
-    "LossNotDecreasing": {"num_steps": 10, "diff_percent": 0.1, "increase_threshold_percent": 5.0, "mode": None},
+    "LossNotDecreasing": {
+        "num_steps": 10,
+        "diff_percent": 0.1,
+        "increase_threshold_percent": 5.0,
+        "mode": None,
+    },
     "Overfit": {"start_step": 0, "patience": 1, "ratio_threshold": 0.1},
     "Overtraining": {"patience_train": 5, "patience_validation": 10, "delta": 0.01},
     "WeightUpdateRatio": {"large_threshold": 10.0, "small_threshold": 1e-8, "epsilon": 1e-9},
@@ -72,11 +77,13 @@ def test_defaults_are_sagemakers_and_the_yaml_repeats_them() -> None:
 
 
 def test_vanishing_gradient_fires_below_threshold_only() -> None:
-    h = History(records=[
-        StepRecord(0, gradients=cols(a=stats(1e-3), b=stats(1e-3))),
-        StepRecord(10, gradients=cols(a=stats(1e-3), b=stats(5e-8))),
-        StepRecord(20, gradients=cols(a=stats(float("nan")))),
-    ])
+    h = History(
+        records=[
+            StepRecord(0, gradients=cols(a=stats(1e-3), b=stats(1e-3))),
+            StepRecord(10, gradients=cols(a=stats(1e-3), b=stats(5e-8))),
+            StepRecord(20, gradients=cols(a=stats(float("nan")))),
+        ]
+    )
     found = rule("VanishingGradient").findings(h)
     assert steps_of(found) == [10]
     assert "b" in found[0].message and "1 of 2" in found[0].message
@@ -86,7 +93,10 @@ def test_vanishing_gradient_fires_below_threshold_only() -> None:
 def test_exploding_tensor_nan_and_inf() -> None:
     h = History(
         train_loss=[(0, 2.0), (10, float("inf"))],
-        records=[StepRecord(0, weights=cols(w=stats())), StepRecord(20, gradients=cols(g=stats(norm=float("nan"))))],
+        records=[
+            StepRecord(0, weights=cols(w=stats())),
+            StepRecord(20, gradients=cols(g=stats(norm=float("nan")))),
+        ],
     )
     assert steps_of(rule("ExplodingTensor").findings(h)) == [10, 20]
     only_nan = rule("ExplodingTensor", only_nan=True).findings(h)
@@ -99,8 +109,15 @@ def test_poor_weight_initialization_activation_variance_ratio() -> None:
 
     r = rule("PoorWeightInitialization")
     assert r.findings(History(records=[rec(0, 0.2)])) == []  # 5x spread: fine
-    assert steps_of(r.findings(History(records=[rec(0, 0.05), rec(12, 1e-6)]))) == [0]  # 20x; step 12 >= steps
-    assert "constant" in r.findings(History(records=[StepRecord(0, act_var={"a_relu_input": 0.0, "b_relu_input": 0.0})]))[0].message
+    assert steps_of(r.findings(History(records=[rec(0, 0.05), rec(12, 1e-6)]))) == [
+        0
+    ]  # 20x; step 12 >= steps
+    assert (
+        "constant"
+        in r.findings(History(records=[StepRecord(0, act_var={"a_relu_input": 0.0, "b_relu_input": 0.0})]))[
+            0
+        ].message
+    )
 
 
 def test_poor_weight_initialization_narrow_gradients_need_a_stalled_loss() -> None:
@@ -158,15 +175,22 @@ def test_overtraining_needs_validation_stuck_while_training_improves() -> None:
     assert steps_of(found) == [11, 12]
     stuck = [(s, 1.0) for s in range(1, 13)]
     assert rule("Overtraining").findings(History(train_loss=stuck, val_loss=val)) == []
-    assert rule("Overtraining", delta=0.0).findings(History(train_loss=improving, val_loss=[(s, 1.0 - 0.001 * s) for s in range(1, 13)])) == []
+    assert (
+        rule("Overtraining", delta=0.0).findings(
+            History(train_loss=improving, val_loss=[(s, 1.0 - 0.001 * s) for s in range(1, 13)])
+        )
+        == []
+    )
 
 
 def test_weight_update_ratio_bounds() -> None:
-    h = History(records=[
-        StepRecord(0, updates=updates(w=(1e-3, 1.0), v=(2e-3, 1.0))),
-        StepRecord(1, updates=updates(w=(0.0, 1.0), v=(2e-3, 1.0))),
-        StepRecord(2, updates=updates(w=(50.0, 1.0), v=(float("nan"), 1.0))),
-    ])
+    h = History(
+        records=[
+            StepRecord(0, updates=updates(w=(1e-3, 1.0), v=(2e-3, 1.0))),
+            StepRecord(1, updates=updates(w=(0.0, 1.0), v=(2e-3, 1.0))),
+            StepRecord(2, updates=updates(w=(50.0, 1.0), v=(float("nan"), 1.0))),
+        ]
+    )
     found = rule("WeightUpdateRatio").findings(h)
     assert steps_of(found) == [1, 2]
     assert "1 of 2 weight(s) changed by less than" in found[0].message and ": w" in found[0].message
@@ -176,7 +200,12 @@ def test_weight_update_ratio_bounds() -> None:
 def test_dead_relu_fraction_of_units() -> None:
     sixty_dead = np.array([0.0] * 6 + [40.0] * 4, dtype=np.float32)
     forty_dead = np.array([0.5] * 4 + [40.0] * 6, dtype=np.float32)
-    h = History(records=[StepRecord(0, relu_activity={"a_relu_output": forty_dead}), StepRecord(1, relu_activity={"a_relu_output": sixty_dead})])
+    h = History(
+        records=[
+            StepRecord(0, relu_activity={"a_relu_output": forty_dead}),
+            StepRecord(1, relu_activity={"a_relu_output": sixty_dead}),
+        ]
+    )
     assert steps_of(rule("DeadRelu").findings(h)) == [1]
     assert steps_of(rule("DeadRelu", threshold_layer=30.0).findings(h)) == [0, 1]
 
@@ -192,7 +221,9 @@ def test_build_rules_validates_names_params_actions() -> None:
         build_rules({"Overfit": {"action": "halt"}})
     with pytest.raises(ValueError, match="mode"):
         build_rules({"LossNotDecreasing": {"mode": "TEST"}})
-    with pytest.raises(ValueError, match=r"rules.Overfit.ratio_threshold='high' must be float \(default 0.1\)"):
+    with pytest.raises(
+        ValueError, match=r"rules.Overfit.ratio_threshold='high' must be float \(default 0.1\)"
+    ):
         build_rules({"Overfit": {"ratio_threshold": "high"}})
     with pytest.raises(ValueError, match=r"rules.Overtraining.patience_train=2.5 must be int"):
         build_rules({"Overtraining": {"patience_train": 2.5}})
@@ -207,7 +238,9 @@ def test_evaluate_statuses_in_the_shared_shape() -> None:
     by_name = {r.name: r for r in results}
     assert by_name["VanishingGradient"].status == "IssuesFound" and by_name["VanishingGradient"].step == 3
     assert by_name["VanishingGradient"].recommendation
-    assert by_name["Overtraining"].status == "NoIssuesFound" and by_name["Overtraining"].message.startswith("not evaluated")
+    assert by_name["Overtraining"].status == "NoIssuesFound" and by_name["Overtraining"].message.startswith(
+        "not evaluated"
+    )
     assert by_name["Overfit"].status == "Error" and "ZeroDivisionError" in by_name["Overfit"].message
     assert [f.rule for f in findings] == ["VanishingGradient"]
 

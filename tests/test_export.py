@@ -48,7 +48,10 @@ def test_torchscript_round_trip_without_dogbreed(trained_run, synthetic_root):
     )
     result = subprocess.run(
         [sys.executable, "-c", script, str(model_pt), *[str(p) for p, _ in images]],
-        capture_output=True, text=True, timeout=300, check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
     )
     scripted = json.loads(result.stdout.strip().splitlines()[-1])
     assert len(scripted) == len(images)  # and "dogbreed importable" was not appended
@@ -57,7 +60,9 @@ def test_torchscript_round_trip_without_dogbreed(trained_run, synthetic_root):
     ckpt = Path(trained_run["best_checkpoint"])
     eager = load_model(ckpt).predict([p for p, _ in images])
     assert [label for label, _ in scripted] == [p.label for p in eager]
-    accuracy = sum(label == truth for (label, _), (_, truth) in zip(scripted, images, strict=True)) / len(images)
+    accuracy = sum(label == truth for (label, _), (_, truth) in zip(scripted, images, strict=True)) / len(
+        images
+    )
     assert accuracy == pytest.approx(trained_run["test_acc"], abs=0.07)
 
 

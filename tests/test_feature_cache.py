@@ -37,7 +37,16 @@ AUG = {"random_resized_crop": True, "scale_min": 0.5, "hflip": True}
 
 
 def compute(cache: FeatureCache, paths, extractor, views=1):
-    return cache.features("valid", paths, views, extractor, eval_transform(PRE), train_transform(PRE, AUG), PRE.resize_size, batch_size=8)
+    return cache.features(
+        "valid",
+        paths,
+        views,
+        extractor,
+        eval_transform(PRE),
+        train_transform(PRE, AUG),
+        PRE.resize_size,
+        batch_size=8,
+    )
 
 
 def test_second_run_reuses_everything(images, tmp_path):
@@ -62,8 +71,17 @@ def test_changed_image_is_recomputed_alone(images, tmp_path):
 def test_transform_or_backbone_change_the_key():
     base = {"backbone": "resnet50", "weights": "IMAGENET1K_V2", "preprocess": PRE.to_dict()}
     other_pre = {**base, "preprocess": preprocess_for("resnet50", "IMAGENET1K_V2").to_dict()}
-    assert len({cache_key(base), cache_key({**base, "backbone": "resnet18"}), cache_key(other_pre),
-                cache_key({**base, "weights": None})}) == 4
+    assert (
+        len(
+            {
+                cache_key(base),
+                cache_key({**base, "backbone": "resnet18"}),
+                cache_key(other_pre),
+                cache_key({**base, "weights": None}),
+            }
+        )
+        == 4
+    )
     assert cache_key(dict(reversed(list(base.items())))) == cache_key(base)
 
 

@@ -59,7 +59,9 @@ def test_bad_options_name_the_key():
         build_head(8, 2, type="transformer")
 
 
-@pytest.mark.parametrize(("name", "cls"), [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
+@pytest.mark.parametrize(
+    ("name", "cls"), [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)]
+)
 def test_optimizers(name, cls):
     opt = make(optimizer=name, lr=0.01).configure_optimizers()
     assert isinstance(opt, cls) and opt.param_groups[0]["lr"] == 0.01
@@ -79,9 +81,18 @@ def test_class_names_are_stored_in_the_checkpoint_hparams():
 
 def test_gradual_unfreezes_backbone_with_lower_lr(cfg_factory):
     cfg = cfg_factory(
-        ["model.freeze=gradual", "model.unfreeze_at_epoch=1", "model.backbone_lr_ratio=0.1", "model.lr=0.01",
-         "trainer.max_epochs=2", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "test=false",
-         "export.enabled=false", "logger=none"]
+        [
+            "model.freeze=gradual",
+            "model.unfreeze_at_epoch=1",
+            "model.backbone_lr_ratio=0.1",
+            "model.lr=0.01",
+            "trainer.max_epochs=2",
+            "trainer.limit_train_batches=1",
+            "trainer.limit_val_batches=1",
+            "test=false",
+            "export.enabled=false",
+            "logger=none",
+        ]
     )
     seen: dict[int, tuple[bool, list[float]]] = {}
 

@@ -27,7 +27,13 @@ def test_run_learns_and_writes_the_documented_layout(trained_run):
     # 4 classes → chance is 0.25; the frozen pretrained backbone separates the patterns easily.
     assert trained_run["test_acc"] >= 0.6, trained_run
     assert trained_run["val_acc"] >= 0.6, trained_run
-    for rel in (".hydra/config.yaml", "checkpoints/last.ckpt", "model/model.pt", "model/model.tar.gz", "metrics.json"):
+    for rel in (
+        ".hydra/config.yaml",
+        "checkpoints/last.ckpt",
+        "model/model.pt",
+        "model/model.tar.gz",
+        "metrics.json",
+    ):
         assert (out / rel).is_file(), rel
     assert list((out / "checkpoints").glob("best-*.ckpt"))
     saved = json.loads((out / "metrics.json").read_text())
@@ -37,7 +43,9 @@ def test_run_learns_and_writes_the_documented_layout(trained_run):
 
 
 def test_stdout_has_epoch_lines_and_final_key_values(cfg_factory, capsys):
-    cfg = cfg_factory(["trainer.max_epochs=2", "trainer.limit_train_batches=1", "export.enabled=false", "logger=none"])
+    cfg = cfg_factory(
+        ["trainer.max_epochs=2", "trainer.limit_train_batches=1", "export.enabled=false", "logger=none"]
+    )
     metrics, _ = train(cfg)
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
     epoch_lines = [line for line in lines if line.startswith("epoch=")]
@@ -45,18 +53,34 @@ def test_stdout_has_epoch_lines_and_final_key_values(cfg_factory, capsys):
     for key in ("train_loss", "val_loss", "val_acc"):
         assert re.search(metric_regex(key), epoch_lines[-1]), (key, epoch_lines[-1])
     tail = lines[-5:]
-    assert [line.split("=")[0] for line in tail] == ["val_loss", "val_acc", "test_loss", "test_acc", "test_acc_top5"]
-    assert float(re.search(metric_regex("test_acc"), tail[3]).group(1)) == pytest.approx(metrics["test_acc"], abs=1e-5)
+    assert [line.split("=")[0] for line in tail] == [
+        "val_loss",
+        "val_acc",
+        "test_loss",
+        "test_acc",
+        "test_acc_top5",
+    ]
+    assert float(re.search(metric_regex("test_acc"), tail[3]).group(1)) == pytest.approx(
+        metrics["test_acc"], abs=1e-5
+    )
 
 
 def test_resume_from_last_checkpoint_continues_training(cfg_factory, tmp_path):
-    common = ["trainer.limit_train_batches=2", "export.enabled=false", "test=false", "logger=none", "callbacks.early_stopping=null"]
+    common = [
+        "trainer.limit_train_batches=2",
+        "export.enabled=false",
+        "test=false",
+        "logger=none",
+        "callbacks.early_stopping=null",
+    ]
     first, objs = train(cfg_factory(["trainer.max_epochs=1", *common], output_dir=tmp_path / "a"))
     last = tmp_path / "a" / "checkpoints" / "last.ckpt"
     assert first["global_step"] == 2
     state = torch.load(last, map_location="cpu", weights_only=False)
     assert state["epoch"] == 0 and state["hyper_parameters"]["class_names"] == objs["datamodule"].class_names
-    second, _ = train(cfg_factory(["trainer.max_epochs=3", f"ckpt_path={last}", *common], output_dir=tmp_path / "b"))
+    second, _ = train(
+        cfg_factory(["trainer.max_epochs=3", f"ckpt_path={last}", *common], output_dir=tmp_path / "b")
+    )
     assert second["global_step"] == 6  # resumed at step 2, then two more epochs of 2 steps
     assert second["epochs"] == 3
 
@@ -72,8 +96,17 @@ def test_cli_reports_user_errors_without_a_traceback(tmp_path):
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-m", "dogbreed.train", f"data.root={tmp_path}/dogImages", f"paths.output_dir={tmp_path}/out"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "dogbreed.train",
+            f"data.root={tmp_path}/dogImages",
+            f"paths.output_dir={tmp_path}/out",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert result.returncode == 2
     assert "error: Dataset not found" in result.stderr and "Traceback" not in result.stderr

@@ -105,9 +105,11 @@ class CheckReport:
             stats[split] = {
                 "classes": len(per_class),
                 "images": sum(per_class.values()),
-                "min": per_class[lo], "min_class": lo,
+                "min": per_class[lo],
+                "min_class": lo,
                 "median": statistics.median(per_class.values()),
-                "max": per_class[hi], "max_class": hi,
+                "max": per_class[hi],
+                "max_class": hi,
             }
         return stats
 
@@ -157,7 +159,14 @@ def _inspect(path: str) -> FileResult:
     except Exception as exc:  # UnidentifiedImageError, or a header Pillow cannot parse
         return FileResult(len(data), digest, kind="not_image", error=f"not an image ({_short(exc)})")
     with img:
-        info = dict(size=len(data), sha256=digest, width=img.width, height=img.height, mode=img.mode, format=img.format or "")
+        info = dict(
+            size=len(data),
+            sha256=digest,
+            width=img.width,
+            height=img.height,
+            mode=img.mode,
+            format=img.format or "",
+        )
         try:
             img.load()
             if img.mode != "RGB":
@@ -210,12 +219,23 @@ def _file_issues(rel: str, path: Path, r: FileResult, min_size: int) -> list[Iss
         return [Issue(ERROR if loaded else WARNING, r.kind, rel, r.error)]
     issues = []
     if not loaded:
-        issues.append(Issue(WARNING, "extension", rel, f"{r.format} image with extension {path.suffix!r}: training skips it (rename it)"))
+        issues.append(
+            Issue(
+                WARNING,
+                "extension",
+                rel,
+                f"{r.format} image with extension {path.suffix!r}: training skips it (rename it)",
+            )
+        )
     if min(r.width, r.height) < min_size:
-        issues.append(Issue(WARNING, "too_small", rel, f"{r.width}x{r.height} px, below --min-size {min_size}"))
+        issues.append(
+            Issue(WARNING, "too_small", rel, f"{r.width}x{r.height} px, below --min-size {min_size}")
+        )
     mode = "palette with transparency" if r.transparency else UNUSUAL_MODES.get(r.mode)
     if mode:
-        issues.append(Issue(WARNING, "unusual_mode", rel, f"mode {r.mode} ({mode}); converted to RGB when loaded"))
+        issues.append(
+            Issue(WARNING, "unusual_mode", rel, f"mode {r.mode} ({mode}); converted to RGB when loaded")
+        )
     return issues
 
 
@@ -247,7 +267,9 @@ def run_check(
     start = time.perf_counter()
     layout = find_splits(root)
     files = _files(layout)
-    workers = max(1, workers or _default_workers()) if len(files) >= 64 else 1  # a pool costs more than a few files
+    workers = (
+        max(1, workers or _default_workers()) if len(files) >= 64 else 1
+    )  # a pool costs more than a few files
     results = _scan([p for _, _, p in files], workers, progress)
     report = CheckReport(root=str(layout.root), files=len(files), workers=workers)
     report.counts = {split: dict.fromkeys(class_folders(d), 0) for split, d in layout.splits.items()}
@@ -265,11 +287,15 @@ def run_check(
     report.issues += [Issue(ERROR, "structure", None, p) for p in structural_problems(layout)]
     for split, stats in report.imbalance().items():
         if stats["min"] and stats["max"] / stats["min"] > max_imbalance:
-            report.issues.append(Issue(
-                WARNING, "imbalance", layout.splits[split].relative_to(layout.root).as_posix(),
-                f"{stats['max']} images in {stats['max_class']} vs {stats['min']} in {stats['min_class']} "
-                f"(ratio {stats['max'] / stats['min']:.1f} > --max-imbalance {max_imbalance:g})",
-            ))
+            report.issues.append(
+                Issue(
+                    WARNING,
+                    "imbalance",
+                    layout.splits[split].relative_to(layout.root).as_posix(),
+                    f"{stats['max']} images in {stats['max_class']} vs {stats['min']} in {stats['min_class']} "
+                    f"(ratio {stats['max'] / stats['min']:.1f} > --max-imbalance {max_imbalance:g})",
+                )
+            )
     report.seconds = time.perf_counter() - start
     return report
 
@@ -279,7 +305,9 @@ def _quarantine(report: CheckReport, layout: Layout, dest: Path) -> None:
     dest = dest.resolve()
     for split_dir in layout.splits.values():
         if dest.is_relative_to(split_dir.resolve()):
-            raise ValueError(f"--quarantine {dest} is inside the split folder {split_dir}; choose a folder outside it")
+            raise ValueError(
+                f"--quarantine {dest} is inside the split folder {split_dir}; choose a folder outside it"
+            )
     for issue in report.issues:
         if issue.kind not in BROKEN_KINDS or issue.path is None:
             continue
@@ -306,7 +334,14 @@ def format_table(report: CheckReport) -> str:
         "",
     ]
     rows = [
-        [split, str(s["classes"]), f"{s['images']:,}", f"{s['min']} ({s['min_class']})", f"{s['median']:g}", f"{s['max']} ({s['max_class']})"]
+        [
+            split,
+            str(s["classes"]),
+            f"{s['images']:,}",
+            f"{s['min']} ({s['min_class']})",
+            f"{s['median']:g}",
+            f"{s['max']} ({s['max_class']})",
+        ]
         for split, s in report.imbalance().items()
     ]
     lines += _table(["SPLIT", "CLASSES", "IMAGES", "MIN/CLASS", "MEDIAN", "MAX/CLASS"], rows) + [""]
@@ -314,7 +349,12 @@ def format_table(report: CheckReport) -> str:
     issues = sorted(report.issues, key=lambda i: (order[i.severity], i.kind, i.path or ""))
     if issues:
         rows = [
-            [i.severity, i.kind, i.path or "-", i.message + (f" -> moved to {i.moved_to}" if i.moved_to else "")]
+            [
+                i.severity,
+                i.kind,
+                i.path or "-",
+                i.message + (f" -> moved to {i.moved_to}" if i.moved_to else ""),
+            ]
             for i in issues
         ]
         lines += _table(["SEVERITY", "KIND", "PATH", "DETAIL"], rows) + [""]
@@ -323,9 +363,13 @@ def format_table(report: CheckReport) -> str:
     if moved:
         lines.append(f"quarantined {moved} broken file{'s' * (moved != 1)} (moved, not deleted)")
     if blocking:
-        lines.append(f"FAILED: {blocking} problem{'s' * (blocking != 1)} would break training; {warned} warning{'s' * (warned != 1)}.")
+        lines.append(
+            f"FAILED: {blocking} problem{'s' * (blocking != 1)} would break training; {warned} warning{'s' * (warned != 1)}."
+        )
         if not moved:
-            lines.append(f"Move broken files out with: python -m dogbreed.data check {report.root} --quarantine DIR")
+            lines.append(
+                f"Move broken files out with: python -m dogbreed.data check {report.root} --quarantine DIR"
+            )
     else:
         lines.append(f"OK: nothing would break training; {warned} warning{'s' * (warned != 1)}.")
     return "\n".join(lines)

@@ -95,7 +95,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.preprocess = model.preprocess
         if self.cache["enabled"] and model.hparams.freeze == "frozen":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-            self.extractor = FeatureExtractor(model.backbone, device=device, fast=bool(self.cache.get("fast", True)))
+            self.extractor = FeatureExtractor(
+                model.backbone, device=device, fast=bool(self.cache.get("fast", True))
+            )
             hp = model.hparams
             self.cache_key_parts = {
                 "backbone": hp.backbone,
@@ -107,23 +109,42 @@ class ImageFolderDataModule(pl.LightningDataModule):
                 "extractor": self.extractor.describe(),
                 "torch": torch.__version__.split("+")[0],
             }
-            log.info("Feature cache on (%s): the frozen backbone runs once per image and view", self.extractor.describe())
+            log.info(
+                "Feature cache on (%s): the frozen backbone runs once per image and view",
+                self.extractor.describe(),
+            )
 
     def _dataset(self, split: str) -> Dataset:
-        transform = train_transform(self.preprocess, self.augment) if split == "train" else eval_transform(self.preprocess)
-        ds = ImageFolder(str(self.layout.splits[split]), transform=transform, loader=_Loader(self.preprocess.resize_size))
+        transform = (
+            train_transform(self.preprocess, self.augment)
+            if split == "train"
+            else eval_transform(self.preprocess)
+        )
+        ds = ImageFolder(
+            str(self.layout.splits[split]), transform=transform, loader=_Loader(self.preprocess.resize_size)
+        )
         if ds.classes != self.class_names:
-            raise layout_mod.DatasetError(f"{self.layout.splits[split]}: class folders changed since the dataset was checked")
+            raise layout_mod.DatasetError(
+                f"{self.layout.splits[split]}: class folders changed since the dataset was checked"
+            )
         if self.extractor is None:
             return ds
         views = max(1, int(self.cache["views"])) if split == "train" else 1
         cache = FeatureCache(self.cache.get("dir"), self.cache_key_parts)
         features = cache.features(
-            split, [p for p, _ in ds.samples], views, self.extractor, eval_transform(self.preprocess),
-            train_transform(self.preprocess, self.augment), self.preprocess.resize_size,
-            batch_size=int(self.cache["batch_size"]), num_workers=self.num_workers,
+            split,
+            [p for p, _ in ds.samples],
+            views,
+            self.extractor,
+            eval_transform(self.preprocess),
+            train_transform(self.preprocess, self.augment),
+            self.preprocess.resize_size,
+            batch_size=int(self.cache["batch_size"]),
+            num_workers=self.num_workers,
         )
-        return CachedFeatures(features, ds.targets, random_view=split == "train", paths=[p for p, _ in ds.samples])
+        return CachedFeatures(
+            features, ds.targets, random_view=split == "train", paths=[p for p, _ in ds.samples]
+        )
 
     def setup(self, stage: str | None = None) -> None:
         if self.verify and not getattr(self, "_verified", False):
@@ -151,7 +172,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
             self.setup(None)
         generator = torch.Generator().manual_seed(self.seed)
         if self.uses_feature_cache:  # in-memory tensors: worker processes would only add latency
-            return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=shuffle, generator=generator)
+            return DataLoader(
+                self.datasets[split], batch_size=self.batch_size, shuffle=shuffle, generator=generator
+            )
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,

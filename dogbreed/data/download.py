@@ -130,14 +130,21 @@ def fetch(
                 if not part.exists():  # removed after a checksum mismatch: nothing left to resume
                     meta.unlink(missing_ok=True)
                 raise
-            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError, _Retryable) as exc:
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+                _Retryable,
+            ) as exc:
                 have = part.stat().st_size if part.exists() else 0
                 if attempt == retries:
                     raise DownloadError(
                         f"download of {url} interrupted after {have:,} bytes ({_reason(exc)}). The partial file "
                         f"{part} is kept: run the same command again to resume."
                     ) from exc
-                echo(f"transfer interrupted at {have:,} bytes ({_reason(exc)}); resuming in {retry_wait * 2**attempt:g} s")
+                echo(
+                    f"transfer interrupted at {have:,} bytes ({_reason(exc)}); resuming in {retry_wait * 2**attempt:g} s"
+                )
                 time.sleep(retry_wait * 2**attempt)
     meta.unlink(missing_ok=True)
     os.replace(part, archive)
@@ -178,10 +185,19 @@ def _fetch_once(session, url, part: Path, meta: Path, checksum, progress: bool, 
         length = r.headers.get("Content-Length")
         total = have + int(length) if length is not None else None
         mode = "ab" if have else "wb"
-        with open(part, mode) as f, tqdm(
-            total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
-            desc=part.name.removesuffix(".part"), disable=not progress, leave=False,
-        ) as bar:
+        with (
+            open(part, mode) as f,
+            tqdm(
+                total=total,
+                initial=have,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=part.name.removesuffix(".part"),
+                disable=not progress,
+                leave=False,
+            ) as bar,
+        ):
             for block in r.iter_content(CHUNK):
                 f.write(block)
                 bar.update(len(block))
@@ -201,7 +217,9 @@ def _member_path(info: zipfile.ZipInfo) -> PurePosixPath:
     name = info.filename.replace("\\", "/")
     path = PurePosixPath(name)
     if name.startswith("/") or re.match(r"^[A-Za-z]:", name) or ".." in path.parts:
-        raise UnsafeArchiveError(f"refusing to extract: archive entry {info.filename!r} points outside the target folder")
+        raise UnsafeArchiveError(
+            f"refusing to extract: archive entry {info.filename!r} points outside the target folder"
+        )
     if stat.S_ISLNK(info.external_attr >> 16):
         raise UnsafeArchiveError(f"refusing to extract: archive entry {info.filename!r} is a symbolic link")
     return path
@@ -229,10 +247,14 @@ def extract(archive: Path, target: Path, progress: bool = True) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(target.parent).free
         if need > free:
-            raise DownloadError(f"extracting {archive.name} needs {need / 2**30:.1f} GiB but {target.parent} has {free / 2**30:.1f} GiB free")
+            raise DownloadError(
+                f"extracting {archive.name} needs {need / 2**30:.1f} GiB but {target.parent} has {free / 2**30:.1f} GiB free"
+            )
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
         try:
-            for info, rel in tqdm(members, desc=f"extract {archive.name}", unit="file", disable=not progress, leave=False):
+            for info, rel in tqdm(
+                members, desc=f"extract {archive.name}", unit="file", disable=not progress, leave=False
+            ):
                 out = tmp.joinpath(*rel.parts)
                 if info.is_dir():
                     out.mkdir(parents=True, exist_ok=True)
@@ -257,7 +279,9 @@ def _dataset_folder(tmp: Path, archive: Path) -> Path:
         except DatasetError:
             continue
     found = ", ".join(sorted(p.name for p in top)) or "nothing"
-    raise DownloadError(f"{archive} holds no train/, valid/ (or val/) and test/ folders (top level: {found}); is it the right archive?")
+    raise DownloadError(
+        f"{archive} holds no train/, valid/ (or val/) and test/ folders (top level: {found}); is it the right archive?"
+    )
 
 
 def _move_into_place(src: Path, target: Path) -> None:
@@ -276,7 +300,10 @@ def _move_into_place(src: Path, target: Path) -> None:
 
 def _describe(root: Path) -> str:
     layout = find_splits(root)
-    counts = {split: sum(count_images(c) for c in path.iterdir() if c.is_dir()) for split, path in layout.splits.items()}
+    counts = {
+        split: sum(count_images(c) for c in path.iterdir() if c.is_dir())
+        for split, path in layout.splits.items()
+    }
     return ", ".join(f"{split} {n:,}" for split, n in counts.items()) + " images"
 
 
@@ -302,8 +329,12 @@ def download(
         try:
             summary = _describe(target)
         except DatasetError as exc:
-            raise DownloadError(f"{target} exists but is not a complete dataset ({exc}). Move it away or pass --force.") from exc
-        return Result(target, True, f"{target} is already there ({summary}); nothing to do (--force downloads again).")
+            raise DownloadError(
+                f"{target} exists but is not a complete dataset ({exc}). Move it away or pass --force."
+            ) from exc
+        return Result(
+            target, True, f"{target} is already there ({summary}); nothing to do (--force downloads again)."
+        )
     if archive:
         zip_path = Path(archive)
         if not zip_path.is_file():
@@ -320,21 +351,31 @@ def download(
                 _verify(zip_path, checksum, _hash_file(zip_path, checksum).hexdigest())
         else:
             echo(f"downloading {url} -> {zip_path}")
-            fetch(url, zip_path, checksum, retries=retries, retry_wait=retry_wait, progress=progress, echo=echo)
+            fetch(
+                url, zip_path, checksum, retries=retries, retry_wait=retry_wait, progress=progress, echo=echo
+            )
     echo(f"extracting {zip_path} -> {target}")
     try:
         extract(zip_path, target, progress=progress)
     except DownloadError as exc:
         if not archive:
-            exc.args = (f"{exc} The downloaded archive is kept at {zip_path}: delete it, or pass --force to fetch it again.",)
+            exc.args = (
+                f"{exc} The downloaded archive is kept at {zip_path}: delete it, or pass --force to fetch it again.",
+            )
         raise
     if not archive and not keep_archive:
         zip_path.unlink()
-    return Result(target, False, f"{target} is ready ({_describe(target)}). Next: python -m dogbreed.data check {target}")
+    return Result(
+        target,
+        False,
+        f"{target} is ready ({_describe(target)}). Next: python -m dogbreed.data check {target}",
+    )
 
 
 def _verify_keep(path: Path, checksum: Checksum) -> None:
     """Like ``_verify`` but never deletes a file the user handed us."""
     digest = _hash_file(path, checksum).hexdigest()
     if digest != checksum.hexdigest:
-        raise DownloadError(f"checksum mismatch for {path}: expected {checksum.algorithm} {checksum.hexdigest}, got {digest}")
+        raise DownloadError(
+            f"checksum mismatch for {path}: expected {checksum.algorithm} {checksum.hexdigest}, got {digest}"
+        )

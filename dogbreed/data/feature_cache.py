@@ -49,7 +49,9 @@ def cache_key(parts: Mapping[str, Any]) -> str:
 class _Views(Dataset):
     """(image i, view v) pairs; view 0 uses the eval transform, views ≥ 1 the seeded train augmentation."""
 
-    def __init__(self, items: Sequence[tuple[str, str, int]], eval_tf: Callable, aug_tf: Callable, min_side: int) -> None:
+    def __init__(
+        self, items: Sequence[tuple[str, str, int]], eval_tf: Callable, aug_tf: Callable, min_side: int
+    ) -> None:
         self.items = items  # (path, digest, view)
         self.eval_tf, self.aug_tf, self.min_side = eval_tf, aug_tf, min_side
 
@@ -111,19 +113,37 @@ class FeatureCache:
         """(N, views, D) float16 features for ``paths``; computes only what the cache lacks."""
         digests = [file_digest(p) for p in paths]
         known = self._load(split)
-        missing = [(p, d) for p, d in zip(paths, digests, strict=True) if d not in known or known[d].shape[0] < views]
+        missing = [
+            (p, d) for p, d in zip(paths, digests, strict=True) if d not in known or known[d].shape[0] < views
+        ]
         if missing:
             items = [(p, d, v) for p, d in missing for v in range(views)]
-            loader = DataLoader(_Views(items, eval_tf, aug_tf, min_side), batch_size=batch_size, num_workers=num_workers,
-                                persistent_workers=False)
+            loader = DataLoader(
+                _Views(items, eval_tf, aug_tf, min_side),
+                batch_size=batch_size,
+                num_workers=num_workers,
+                persistent_workers=False,
+            )
             started, done, chunks = time.perf_counter(), 0, []
-            log.info("Feature cache %s/%s: computing %d image(s) × %d view(s)", self.key, split, len(missing), views)
+            log.info(
+                "Feature cache %s/%s: computing %d image(s) × %d view(s)",
+                self.key,
+                split,
+                len(missing),
+                views,
+            )
             for batch in _progress(loader, f"caching {split} features"):
                 chunks.append(extractor(batch).to(torch.float16))
                 done += len(batch)
             elapsed = time.perf_counter() - started
-            log.info("Feature cache %s/%s: %d forward passes in %.1fs (%.1f img/s)", self.key, split, done, elapsed,
-                     done / max(elapsed, 1e-9))
+            log.info(
+                "Feature cache %s/%s: %d forward passes in %.1fs (%.1f img/s)",
+                self.key,
+                split,
+                done,
+                elapsed,
+                done / max(elapsed, 1e-9),
+            )
             new = torch.cat(chunks).view(len(missing), views, -1)
             known.update({d: new[i] for i, (_, d) in enumerate(missing)})
         result = torch.stack([known[d][:views] for d in digests])
@@ -143,7 +163,9 @@ def _progress(loader: DataLoader, desc: str):
 class CachedFeatures(Dataset):
     """(feature, label) pairs; with several views, each access draws one view at random (augmentation)."""
 
-    def __init__(self, features: torch.Tensor, targets: Sequence[int], random_view: bool, paths: Sequence[str] = ()) -> None:
+    def __init__(
+        self, features: torch.Tensor, targets: Sequence[int], random_view: bool, paths: Sequence[str] = ()
+    ) -> None:
         self.features = features
         self.paths = list(paths)
         self.targets = torch.as_tensor(list(targets), dtype=torch.long)

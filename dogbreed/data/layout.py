@@ -10,7 +10,11 @@ from pathlib import Path
 
 # The extensions torchvision's ImageFolder loads (so a class the check accepts is a class training sees).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-SPLIT_ALIASES: dict[str, tuple[str, ...]] = {"train": ("train",), "valid": ("valid", "val"), "test": ("test",)}
+SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
+    "train": ("train",),
+    "valid": ("valid", "val"),
+    "test": ("test",),
+}
 
 
 class DatasetError(ValueError):
@@ -45,7 +49,9 @@ def find_splits(root: str | Path, required: tuple[str, ...] = ("train", "valid",
     missing = [s for s in required if s not in splits]
     if missing:
         wanted = ", ".join("/".join(SPLIT_ALIASES[s]) for s in missing)
-        raise DatasetError(f"{root.resolve()} has no {wanted} folder; expected train/, valid/ (or val/) and test/ inside it.")
+        raise DatasetError(
+            f"{root.resolve()} has no {wanted} folder; expected train/, valid/ (or val/) and test/ inside it."
+        )
     return Layout(root=root, splits=splits)
 
 
@@ -68,9 +74,13 @@ def structural_problems(layout: Layout) -> list[str]:
         extra = sorted(set(names) - set(reference))
         lacking = sorted(set(reference) - set(names))
         if extra:
-            problems.append(f"class folders in {layout.splits[split]} but not in {layout.splits[reference_split]}: {', '.join(extra)}")
+            problems.append(
+                f"class folders in {layout.splits[split]} but not in {layout.splits[reference_split]}: {', '.join(extra)}"
+            )
         if lacking:
-            problems.append(f"class folders in {layout.splits[reference_split]} but not in {layout.splits[split]}: {', '.join(lacking)}")
+            problems.append(
+                f"class folders in {layout.splits[reference_split]} but not in {layout.splits[split]}: {', '.join(lacking)}"
+            )
     for split, names in classes.items():
         for name in names:
             if count_images(layout.splits[split] / name) == 0:
@@ -83,7 +93,8 @@ def check_structure(layout: Layout) -> list[str]:
     problems = structural_problems(layout)
     if problems:
         raise DatasetError(
-            "The dataset cannot be used for training:\n  - " + "\n  - ".join(problems)
+            "The dataset cannot be used for training:\n  - "
+            + "\n  - ".join(problems)
             + "\nFix the folders (every split needs the same non-empty class folders); "
             "`python -m dogbreed.data check ROOT` gives a full report."
         )

@@ -76,36 +76,56 @@ def sample_grid(samples: list[tuple[str, Path]], out: Path, title: str) -> Path:
             ax.imshow(img)
             ax.set_title(display_name(label), fontsize=10)
         except Exception as exc:  # show it rather than fail: `check` names and quarantines such files
-            ax.text(0.5, 0.5, f"cannot read\n{path.name}\n{type(exc).__name__}", ha="center", va="center", color="red", fontsize=9, transform=ax.transAxes)
+            ax.text(
+                0.5,
+                0.5,
+                f"cannot read\n{path.name}\n{type(exc).__name__}",
+                ha="center",
+                va="center",
+                color="red",
+                fontsize=9,
+                transform=ax.transAxes,
+            )
             ax.set_title(display_name(label), fontsize=10, color="red")
     return _save(fig, out)
 
 
 def class_chart(counts: dict[str, dict[str, int]], out: Path, title: str) -> Path:
     """Horizontal stacked bars (one row per class, most images first) with the median class size marked."""
-    classes = sorted({c for per in counts.values() for c in per}, key=lambda c: (-sum(per.get(c, 0) for per in counts.values()), c))
+    classes = sorted(
+        {c for per in counts.values() for c in per},
+        key=lambda c: (-sum(per.get(c, 0) for per in counts.values()), c),
+    )
     totals = [sum(per.get(c, 0) for per in counts.values()) for c in classes]
     fig = Figure(figsize=(10, max(3.5, 0.2 * len(classes) + 1.6)), dpi=100, layout="constrained")
     ax = fig.subplots()
     left = [0] * len(classes)
     for split, per in counts.items():
         values = [per.get(c, 0) for c in classes]
-        ax.barh(range(len(classes)), values, left=left, height=0.8, label=split, color=SPLIT_COLORS.get(split))
+        ax.barh(
+            range(len(classes)), values, left=left, height=0.8, label=split, color=SPLIT_COLORS.get(split)
+        )
         left = [a + b for a, b in zip(left, values, strict=True)]
     median = sorted(totals)[len(totals) // 2]
     ax.axvline(median, color="black", linestyle="--", linewidth=1, label=f"median {median}")
-    ax.set_yticks(range(len(classes)), [display_name(c) for c in classes], fontsize=8 if len(classes) > 40 else 10)
+    ax.set_yticks(
+        range(len(classes)), [display_name(c) for c in classes], fontsize=8 if len(classes) > 40 else 10
+    )
     ax.invert_yaxis()
     ax.set_ylim(len(classes) - 0.5, -0.5)
     ax.set_xlabel("images")
-    ax.set_title(f"{title}\n{len(classes)} classes; per class: min {min(totals)}, median {median}, max {max(totals)}")
+    ax.set_title(
+        f"{title}\n{len(classes)} classes; per class: min {min(totals)}, median {median}, max {max(totals)}"
+    )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(loc="lower right", framealpha=0.95)
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, out)
 
 
-def show(root: str | Path, out: str | Path = "outputs/data", n: int = 16, split: str = "train", seed: int = 0) -> ShowResult:
+def show(
+    root: str | Path, out: str | Path = "outputs/data", n: int = 16, split: str = "train", seed: int = 0
+) -> ShowResult:
     """Write ``out/samples_<split>.png`` (``n`` random images) and ``out/class_counts.png``."""
     if n < 1:
         raise ValueError(f"-n must be >= 1, got {n}")
@@ -114,7 +134,11 @@ def show(root: str | Path, out: str | Path = "outputs/data", n: int = 16, split:
         raise ValueError(f"--split must be one of {', '.join(layout.splits)}, got {split!r}")
     out = Path(out)
     samples = pick_samples(layout.splits[split], n, seed)
-    grid = sample_grid(samples, out / f"samples_{split}.png", f"{len(samples)} random {split} images from {layout.root} (seed {seed})")
+    grid = sample_grid(
+        samples,
+        out / f"samples_{split}.png",
+        f"{len(samples)} random {split} images from {layout.root} (seed {seed})",
+    )
     counts = {s: {c: count_images(d / c) for c in class_folders(d)} for s, d in layout.splits.items()}
     chart = class_chart(counts, out / "class_counts.png", f"Images per class in {layout.root}")
     return ShowResult(grid, chart, samples, counts)

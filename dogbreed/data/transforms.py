@@ -30,7 +30,11 @@ def train_transform(pre: Preprocess, augment: Mapping | None) -> v2.Compose:
         return eval_transform(pre)
     steps: list = [v2.PILToTensor()]
     if augment.get("random_resized_crop"):
-        steps.append(v2.RandomResizedCrop(pre.crop_size, scale=(float(augment.get("scale_min", 0.08)), 1.0), antialias=True))
+        steps.append(
+            v2.RandomResizedCrop(
+                pre.crop_size, scale=(float(augment.get("scale_min", 0.08)), 1.0), antialias=True
+            )
+        )
     else:
         steps += [v2.Resize(pre.resize_size, antialias=True), v2.CenterCrop(pre.crop_size)]
     if augment.get("hflip"):

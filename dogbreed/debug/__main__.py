@@ -38,32 +38,53 @@ def _rule_config(settings: list[str]) -> dict[str, dict[str, Any] | None]:
     return config
 
 
-def analyze(path: Path, output: Path | None, settings: list[str], html: bool = True) -> tuple[dict[str, Path], list]:
+def analyze(
+    path: Path, output: Path | None, settings: list[str], html: bool = True
+) -> tuple[dict[str, Path], list]:
     """Load the trial, evaluate the rules, write the reports; returns (paths, rule results)."""
     from dogbreed.debug import smdebug_bridge
     from dogbreed.debug.report import write_reports
 
     if not smdebug_bridge.available():
-        raise RuntimeError("analyze reads smdebug trials: install the extra with pip install 'dogbreed[smdebug]'")
+        raise RuntimeError(
+            "analyze reads smdebug trials: install the extra with pip install 'dogbreed[smdebug]'"
+        )
     rules = build_rules(_rule_config(settings))
     pwi = next((r for r in rules if r.name == "PoorWeightInitialization"), None)
     history = smdebug_bridge.load_trial(
-        path, first_steps=int(pwi.steps) if pwi else 0, input_regex=pwi.activation_inputs_regex if pwi else ".*relu_input"
+        path,
+        first_steps=int(pwi.steps) if pwi else 0,
+        input_regex=pwi.activation_inputs_regex if pwi else ".*relu_input",
     )
     results, findings = evaluate(rules, history)
     out = output or path / "reports"
     subtitle = f"smdebug trial {path} · {history.last_step or 0} steps"
-    paths = write_reports(out, results, rules, findings, history, html=html, subtitle=subtitle, trial=str(path), stopped=None)
+    paths = write_reports(
+        out, results, rules, findings, history, html=html, subtitle=subtitle, trial=str(path), stopped=None
+    )
     return paths, results
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dogbreed.debug", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m dogbreed.debug",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("analyze", help="run the Debugger rules over an smdebug trial folder", description=analyze.__doc__)
+    p = sub.add_parser(
+        "analyze", help="run the Debugger rules over an smdebug trial folder", description=analyze.__doc__
+    )
     p.add_argument("path", type=Path, help="smdebug trial folder (holds index/ and events/)")
     p.add_argument("-o", "--output", type=Path, default=None, help="report folder (default: PATH/reports)")
-    p.add_argument("--set", dest="settings", action="append", default=[], metavar="RULE.PARAM=VALUE", help="override a rule parameter, or RULE=off; repeatable")
+    p.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="RULE.PARAM=VALUE",
+        help="override a rule parameter, or RULE=off; repeatable",
+    )
     p.add_argument("--no-html", action="store_true", help="write debugger.json only")
     p.add_argument("--fail-on-issues", action="store_true", help="exit 1 when any rule reports IssuesFound")
     args = parser.parse_args(argv)

@@ -56,7 +56,9 @@ def _smdebug_mode(value: Any) -> str:
     if mode not in smdebug_bridge.MODES:
         raise ValueError(f"callbacks.debugger.smdebug={value!r}: use auto, sagemaker, local or false")
     if mode == "local" and not smdebug_bridge.available():
-        raise ValueError("callbacks.debugger.smdebug=local needs the smdebug extra: pip install 'dogbreed[smdebug]' (or set it to false)")
+        raise ValueError(
+            "callbacks.debugger.smdebug=local needs the smdebug extra: pip install 'dogbreed[smdebug]' (or set it to false)"
+        )
     return mode
 
 
@@ -101,7 +103,9 @@ class DebuggerCallback(pl.Callback):
         self.val_loss_key = val_loss_key
         self.html = html
         by_name = {r.name: r for r in self.rules}
-        self._pwi_steps = int(by_name["PoorWeightInitialization"].steps) if "PoorWeightInitialization" in by_name else 0
+        self._pwi_steps = (
+            int(by_name["PoorWeightInitialization"].steps) if "PoorWeightInitialization" in by_name else 0
+        )
         self._want_updates = "WeightUpdateRatio" in by_name
         self._want_activity = "DeadRelu" in by_name
         self._reset()
@@ -140,15 +144,25 @@ class DebuggerCallback(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._params = dict(pl_module.named_parameters())
         self.history.layers = list(self._params)
-        self.history.has_validation = is_overridden("validation_step", pl_module) and trainer.limit_val_batches != 0
+        self.history.has_validation = (
+            is_overridden("validation_step", pl_module) and trainer.limit_val_batches != 0
+        )
         if self.smdebug_mode != "off" and smdebug_bridge.available():
             # After the sanity check, so smdebug's step counter starts with the first training batch.
-            self.smdebug = smdebug_bridge.SmdebugHook(self.smdebug_mode, self.smdebug_dir, self.train_interval, self.eval_interval)
+            self.smdebug = smdebug_bridge.SmdebugHook(
+                self.smdebug_mode, self.smdebug_dir, self.train_interval, self.eval_interval
+            )
             self.smdebug.attach(pl_module)
             if self.smdebug.active:
-                log.info("Debugger: smdebug hook (%s) writing to %s", "SageMaker" if self.smdebug.sagemaker else "local", self.smdebug.out_dir)
+                log.info(
+                    "Debugger: smdebug hook (%s) writing to %s",
+                    "SageMaker" if self.smdebug.sagemaker else "local",
+                    self.smdebug.out_dir,
+                )
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self._step = trainer.global_step
         if self.smdebug is not None:
             self.smdebug.step(train=True)
@@ -162,7 +176,9 @@ class DebuggerCallback(pl.Callback):
         if self._probe is not None:
             self._probe.attach(inputs=inputs, outputs=outputs)
 
-    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer) -> None:
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
         step = self._step
         if not self._saved(step) or (self._record is not None and self._record.step == step):
             return
@@ -176,7 +192,9 @@ class DebuggerCallback(pl.Callback):
         if self._want_updates:
             self._before = {n: p.detach().clone() for n, p in with_grad if n.endswith("weight")}
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         loss = _loss(outputs)
         if loss is not None:
             self._loss_sum = loss.float() if self._loss_sum is None else self._loss_sum + loss.float()
@@ -192,7 +210,12 @@ class DebuggerCallback(pl.Callback):
                 names = list(self._before)
                 before = [self._before[n] for n in names]
                 deltas = torch._foreach_sub([self._params[n].detach() for n in names], before)
-                upd, prev = torch.stack([torch.stack(torch._foreach_norm(t)) for t in (deltas, before)]).double().cpu().numpy()
+                upd, prev = (
+                    torch.stack([torch.stack(torch._foreach_norm(t)) for t in (deltas, before)])
+                    .double()
+                    .cpu()
+                    .numpy()
+                )
                 record.updates = Columns(tuple(names), {"update_norm": upd, "weight_norm": prev})
                 self._before = {}
             if self._probe is not None:
@@ -211,12 +234,25 @@ class DebuggerCallback(pl.Callback):
         self._flush_train_loss()
         self._val_sum, self._val_n = None, 0
 
-    def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_start(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         if self.smdebug is not None and not trainer.sanity_checking:
             self.smdebug.step(train=False)
 
     def on_validation_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         loss = _loss(outputs)
         if trainer.sanity_checking or loss is None:
@@ -230,7 +266,13 @@ class DebuggerCallback(pl.Callback):
         if trainer.sanity_checking:
             return
         logged = trainer.callback_metrics.get(self.val_loss_key)
-        value = float(logged) if logged is not None else float(self._val_sum / self._val_n) if self._val_n else None
+        value = (
+            float(logged)
+            if logged is not None
+            else float(self._val_sum / self._val_n)
+            if self._val_n
+            else None
+        )
         if value is not None:
             self.history.val_loss.append((trainer.global_step, value))
         self._evaluate_live(trainer)
@@ -241,9 +283,15 @@ class DebuggerCallback(pl.Callback):
         if trainer.is_global_zero:
             paths, results = self.write()
             issues = [r.name for r in results if r.status == "IssuesFound"]
-            log.info("Debugger: %s → %s", f"IssuesFound: {', '.join(issues)}" if issues else "no rule found issues", paths.get("html", paths["json"]))
+            log.info(
+                "Debugger: %s → %s",
+                f"IssuesFound: {', '.join(issues)}" if issues else "no rule found issues",
+                paths.get("html", paths["json"]),
+            )
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
         self._close()
         if trainer.is_global_zero:
             self.write(error=f"{type(exception).__name__}: {exception}")
@@ -271,14 +319,22 @@ class DebuggerCallback(pl.Callback):
                 continue
             if found:
                 self.fired[rule.name] = found[0]
-                log.warning("Debugger: %s IssuesFound at step %d: %s (action: %s)", rule.name, found[0].step, found[0].message, rule.action)
+                log.warning(
+                    "Debugger: %s IssuesFound at step %d: %s (action: %s)",
+                    rule.name,
+                    found[0].step,
+                    found[0].message,
+                    rule.action,
+                )
                 if rule.action == "stop" and stop is None:
                     stop = (rule, found[0])
         if len(self.fired) > fired_before and trainer.is_global_zero:
             self.write(html=False)  # the JSON shows the live status, as SageMaker's rule status does
         should_stop = trainer.strategy.reduce_boolean_decision(stop is not None, all=False)
         if should_stop and self.stopped is None:
-            rule_name, step = (stop[0].name, trainer.global_step) if stop else ("another rank's rule", trainer.global_step)
+            rule_name, step = (
+                (stop[0].name, trainer.global_step) if stop else ("another rank's rule", trainer.global_step)
+            )
             self.stopped = {"rule": rule_name, "step": step}
             log.warning("Debugger: stopping training at step %d (%s, action: stop)", step, rule_name)
             trainer.should_stop = True
@@ -286,7 +342,9 @@ class DebuggerCallback(pl.Callback):
             trainer.fit_loop.min_epochs = 0
             trainer.fit_loop.epoch_loop.min_steps = None
 
-    def write(self, error: str | None = None, html: bool | None = None) -> tuple[dict[str, Path], list[RuleResult]]:
+    def write(
+        self, error: str | None = None, html: bool | None = None
+    ) -> tuple[dict[str, Path], list[RuleResult]]:
         """Evaluate every rule over the whole history and write the reports; returns (paths, results)."""
         results, findings = evaluate(self.rules, self.history)
         smd = self.smdebug
@@ -294,11 +352,24 @@ class DebuggerCallback(pl.Callback):
             "stopped": self.stopped,
             "live": [{"rule": f.rule, "step": f.step, "message": f.message} for f in self.fired.values()],
             "save_interval": {"train": self.train_interval, "eval": self.eval_interval},
-            "smdebug": {"out_dir": smd.out_dir, "sagemaker": smd.sagemaker} if smd is not None and smd.active else None,
+            "smdebug": {"out_dir": smd.out_dir, "sagemaker": smd.sagemaker}
+            if smd is not None and smd.active
+            else None,
             "error": error,
             "written_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
-        subtitle = f"{self.output_dir.parent} · {self.history.last_step or 0} steps" + (f" · ended with {error}" if error else "")
+        subtitle = f"{self.output_dir.parent} · {self.history.last_step or 0} steps" + (
+            f" · ended with {error}" if error else ""
+        )
         html = self.html if html is None else html
-        paths = write_reports(self.output_dir, results, self.rules, findings, self.history, html=html, subtitle=subtitle, **extra)
+        paths = write_reports(
+            self.output_dir,
+            results,
+            self.rules,
+            findings,
+            self.history,
+            html=html,
+            subtitle=subtitle,
+            **extra,
+        )
         return paths, results

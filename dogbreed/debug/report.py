@@ -23,7 +23,9 @@ def _clean(value: float) -> float | None:
     return round(value, 6) if math.isfinite(value) else None
 
 
-def report_data(rules: Sequence[Rule], findings: Sequence[Finding], history: History, **extra: Any) -> dict[str, Any]:
+def report_data(
+    rules: Sequence[Rule], findings: Sequence[Finding], history: History, **extra: Any
+) -> dict[str, Any]:
     """Everything in debugger.json besides ``rules``: parameters, findings, loss series, extras."""
     return {
         "params": {r.name: {"action": r.action, **r.params} for r in rules},
@@ -44,9 +46,21 @@ def _loss_figure(history: History, results: Sequence[RuleResult], stopped: dict 
     for label, series, style in (("train", history.train_loss, "-"), ("validation", history.val_loss, "o-")):
         if series:
             steps, values = zip(*series, strict=True)
-            ax.plot(steps, [v if math.isfinite(v) else np.nan for v in values], style, label=f"{label} loss", markersize=4)
+            ax.plot(
+                steps,
+                [v if math.isfinite(v) else np.nan for v in values],
+                style,
+                label=f"{label} loss",
+                markersize=4,
+            )
     for i, result in enumerate(r for r in results if r.status == "IssuesFound" and r.step is not None):
-        ax.axvline(result.step, color=f"C{i + 2}", linestyle="--", linewidth=1, label=f"{result.name} (step {result.step})")
+        ax.axvline(
+            result.step,
+            color=f"C{i + 2}",
+            linestyle="--",
+            linewidth=1,
+            label=f"{result.name} (step {result.step})",
+        )
     if stopped:
         ax.axvline(stopped["step"], color="red", linewidth=2, label=f"stopped by {stopped['rule']}")
     ax.set_xlabel("optimizer step")
@@ -56,7 +70,9 @@ def _loss_figure(history: History, results: Sequence[RuleResult], stopped: dict 
     return fig
 
 
-def _timeline_figure(rules: Sequence[Rule], findings: Sequence[Finding], stopped: dict | None, last_step: int | None) -> Figure:
+def _timeline_figure(
+    rules: Sequence[Rule], findings: Sequence[Finding], stopped: dict | None, last_step: int | None
+) -> Figure:
     names = [r.name for r in rules]
     fig = Figure(figsize=(10, 0.45 * len(names) + 1.2))
     ax = fig.subplots()
@@ -105,27 +121,65 @@ def _gradient_figures(history: History) -> list[tuple[Figure, str]]:
     return [(heat, "Gradient norm per layer (heatmap)"), (lines, "Gradient norm of selected layers")]
 
 
-def render_html(title: str, results: Sequence[RuleResult], rules: Sequence[Rule], findings: Sequence[Finding], history: History, stopped: dict | None, subtitle: str) -> str:
+def render_html(
+    title: str,
+    results: Sequence[RuleResult],
+    rules: Sequence[Rule],
+    findings: Sequence[Finding],
+    history: History,
+    stopped: dict | None,
+    subtitle: str,
+) -> str:
     """The report page: rules, loss with rule markers, rule timeline, gradient norms, parameters, findings."""
     issues = [r.name for r in results if r.status == "IssuesFound"]
     summary = f"<p><b>{len(issues)}</b> of {len(results)} rules found issues{': ' + esc(', '.join(issues)) if issues else ''}."
     if stopped:
         summary += f" Training was <b>stopped</b> at step {esc(stopped['step'])} by {esc(stopped['rule'])} (action: stop)."
     sections = [("Rules", summary + "</p>" + rules_table(results))]
-    sections.append(("Train vs validation loss", figure_img(_loss_figure(history, results, stopped), "train and validation loss over steps")))
-    sections.append(("Which rule fired when", figure_img(_timeline_figure(rules, findings, stopped, history.last_step), "rule findings over steps")))
+    sections.append(
+        (
+            "Train vs validation loss",
+            figure_img(_loss_figure(history, results, stopped), "train and validation loss over steps"),
+        )
+    )
+    sections.append(
+        (
+            "Which rule fired when",
+            figure_img(
+                _timeline_figure(rules, findings, stopped, history.last_step), "rule findings over steps"
+            ),
+        )
+    )
     gradient_figures = _gradient_figures(history)
     sections.append(
         (
             "Gradient norms per layer",
-            "".join(figure_img(fig, alt) for fig, alt in gradient_figures) or '<p class="muted">No gradients were recorded.</p>',
+            "".join(figure_img(fig, alt) for fig, alt in gradient_figures)
+            or '<p class="muted">No gradients were recorded.</p>',
         )
     )
-    params = table(["Rule", "Action", "Parameters"], ([r.name, r.action, ", ".join(f"{k}={v}" for k, v in r.params.items())] for r in rules))
+    params = table(
+        ["Rule", "Action", "Parameters"],
+        ([r.name, r.action, ", ".join(f"{k}={v}" for k, v in r.params.items())] for r in rules),
+    )
     sections.append(("Rule parameters", params))
     shown = findings[:MAX_FINDINGS]
-    more = f'<p class="muted">{len(findings) - len(shown)} more in debugger.json.</p>' if len(findings) > len(shown) else ""
-    sections.append(("Findings", (table(["Step", "Rule", "Message"], ([f.step, f.rule, f.message] for f in shown)) if shown else "<p>None.</p>") + more))
+    more = (
+        f'<p class="muted">{len(findings) - len(shown)} more in debugger.json.</p>'
+        if len(findings) > len(shown)
+        else ""
+    )
+    sections.append(
+        (
+            "Findings",
+            (
+                table(["Step", "Rule", "Message"], ([f.step, f.rule, f.message] for f in shown))
+                if shown
+                else "<p>None.</p>"
+            )
+            + more,
+        )
+    )
     return page(title, sections, subtitle)
 
 
@@ -141,8 +195,14 @@ def write_reports(
 ) -> dict[str, Path]:
     """Write debugger.json (always) and debugger.html (when ``html``) atomically; returns their paths."""
     output_dir = Path(output_dir)
-    paths = {"json": write_rules_report(output_dir / "debugger.json", list(results), **report_data(rules, findings, history, **extra))}
+    paths = {
+        "json": write_rules_report(
+            output_dir / "debugger.json", list(results), **report_data(rules, findings, history, **extra)
+        )
+    }
     if html:
-        document = render_html("Debugger report", results, rules, findings, history, extra.get("stopped"), subtitle)
+        document = render_html(
+            "Debugger report", results, rules, findings, history, extra.get("stopped"), subtitle
+        )
         paths["html"] = write_html_atomic(output_dir / "debugger.html", document)
     return paths

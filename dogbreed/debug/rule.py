@@ -43,10 +43,14 @@ class Rule:
     def _checked(self, key: str, value: Any) -> Any:
         """``value`` with the type of SageMaker's default (ints are fine for floats)."""
         kind = type(self.defaults[key])
-        if self.defaults[key] is None or (kind is float and isinstance(value, int) and not isinstance(value, bool)):
+        if self.defaults[key] is None or (
+            kind is float and isinstance(value, int) and not isinstance(value, bool)
+        ):
             return float(value) if kind is float else value
         if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-            raise ValueError(f"callbacks.debugger.rules.{self.name}.{key}={value!r} must be {kind.__name__} (default {self.defaults[key]!r})")
+            raise ValueError(
+                f"callbacks.debugger.rules.{self.name}.{key}={value!r} must be {kind.__name__} (default {self.defaults[key]!r})"
+            )
         return value
 
     def __getattr__(self, key: str) -> Any:

@@ -25,6 +25,7 @@ from dogbreed.rules import RuleResult
 
 __all__ = ["RULES", "Finding", "Rule", "build_rules", "evaluate"]
 
+
 class VanishingGradient(Rule):
     name = "VanishingGradient"
     defaults = {"threshold": 1e-7}
@@ -39,7 +40,12 @@ class VanishingGradient(Rule):
         for rec in history.records:
             small = rec.gradients.pick(rec.gradients["mean_abs"] < threshold)  # NaN compares False
             if small:
-                out.append(self._finding(rec.step, f"{len(small)} of {len(rec.gradients)} gradient tensors have mean |g| < {threshold:g}: {names_preview(small)}"))
+                out.append(
+                    self._finding(
+                        rec.step,
+                        f"{len(small)} of {len(rec.gradients)} gradient tensors have mean |g| < {threshold:g}: {names_preview(small)}",
+                    )
+                )
         return out
 
     def missing(self, history: History) -> str | None:
@@ -68,7 +74,9 @@ class ExplodingTensor(Rule):
                 if names:
                     bad.setdefault(rec.step, []).extend(names)
         what = "NaN" if self.only_nan else "NaN/inf"
-        return [self._finding(step, f"{what} in {names_preview(names)}") for step, names in sorted(bad.items())]
+        return [
+            self._finding(step, f"{what} in {names_preview(names)}") for step, names in sorted(bad.items())
+        ]
 
     def missing(self, history: History) -> str | None:
         return None if history.train_loss or history.records else "no losses or tensors were recorded"
@@ -93,7 +101,9 @@ class PoorWeightInitialization(Rule):
         try:
             self._regex = re.compile(self.activation_inputs_regex)
         except re.error as exc:
-            raise ValueError(f"callbacks.debugger.rules.{self.name}.activation_inputs_regex={self.activation_inputs_regex!r}: {exc}") from None
+            raise ValueError(
+                f"callbacks.debugger.rules.{self.name}.activation_inputs_regex={self.activation_inputs_regex!r}: {exc}"
+            ) from None
 
     def _loss_stall(self, history: History) -> int | None:
         """First step at which the per-step loss had not beaten its best for ``patience`` steps (first steps)."""
@@ -159,13 +169,17 @@ class LossNotDecreasing(Rule):
         super().__init__(action, **params)
         mode = self.params["mode"]
         if mode is not None and str(mode).upper() not in self.MODES:
-            raise ValueError(f"callbacks.debugger.rules.LossNotDecreasing.mode={mode!r}: use EVAL, TRAIN, GLOBAL or null")
+            raise ValueError(
+                f"callbacks.debugger.rules.LossNotDecreasing.mode={mode!r}: use EVAL, TRAIN, GLOBAL or null"
+            )
 
     def _series(self, history: History) -> tuple[str, list[tuple[int, float]]]:
         """mode null: validation loss when the run validates, else train loss (SageMaker: EVAL, then TRAIN)."""
         mode = None if self.mode is None else self.MODES[str(self.mode).upper()]
         if mode is None:
-            validates = history.has_validation if history.has_validation is not None else bool(history.val_loss)
+            validates = (
+                history.has_validation if history.has_validation is not None else bool(history.val_loss)
+            )
             mode = "validation" if validates else "train"
         return mode, history.val_loss if mode == "validation" else history.train_loss
 
@@ -186,9 +200,19 @@ class LossNotDecreasing(Rule):
             change = 100.0 * (value - ref_value) / abs(ref_value)
             rise = 100.0 * (value - best) / abs(best) if best not in (0.0, math.inf) else 0.0
             if -change < self.diff_percent:
-                out.append(self._finding(step, f"{label} loss went from {ref_value:.4g} (step {ref_step}) to {value:.4g} (step {step}), {change:+.3g}%: it should drop by at least diff_percent {self.diff_percent:g}%"))
+                out.append(
+                    self._finding(
+                        step,
+                        f"{label} loss went from {ref_value:.4g} (step {ref_step}) to {value:.4g} (step {step}), {change:+.3g}%: it should drop by at least diff_percent {self.diff_percent:g}%",
+                    )
+                )
             elif rise > self.increase_threshold_percent:
-                out.append(self._finding(step, f"{label} loss {value:.4g} is {rise:.3g}% above its minimum {best:.4g} (> increase_threshold_percent {self.increase_threshold_percent:g}%)"))
+                out.append(
+                    self._finding(
+                        step,
+                        f"{label} loss {value:.4g} is {rise:.3g}% above its minimum {best:.4g} (> increase_threshold_percent {self.increase_threshold_percent:g}%)",
+                    )
+                )
         return out
 
     def findings(self, history: History) -> list[Finding]:
@@ -224,7 +248,12 @@ class Overfit(Rule):
             ratio = (val - train) / train
             streak = streak + 1 if ratio > self.ratio_threshold else 0
             if streak >= self.patience:
-                out.append(self._finding(step, f"validation loss {val:.4g} vs training loss {train:.4g}: (val - train) / train = {ratio:.3g} > ratio_threshold {self.ratio_threshold:g} for {streak} validation(s)"))
+                out.append(
+                    self._finding(
+                        step,
+                        f"validation loss {val:.4g} vs training loss {train:.4g}: (val - train) / train = {ratio:.3g} > ratio_threshold {self.ratio_threshold:g} for {streak} validation(s)",
+                    )
+                )
         return out
 
     def missing(self, history: History) -> str | None:
@@ -256,7 +285,12 @@ class Overtraining(Rule):
             else:
                 since[kind] += 1
             if kind == 1 and since[1] >= self.patience_validation and since[0] < self.patience_train:
-                out.append(self._finding(step, f"validation loss has not improved by delta {self.delta:g} for {since[1]} validations (best {best[1]:.4g} at step {best_val_step}) while training loss keeps improving ({value:.4g} now vs train {best[0]:.4g})"))
+                out.append(
+                    self._finding(
+                        step,
+                        f"validation loss has not improved by delta {self.delta:g} for {since[1]} validations (best {best[1]:.4g} at step {best_val_step}) while training loss keeps improving ({value:.4g} now vs train {best[0]:.4g})",
+                    )
+                )
         return out
 
     def missing(self, history: History) -> str | None:
@@ -285,9 +319,13 @@ class WeightUpdateRatio(Rule):
             small = rec.updates.pick(ratios < self.small_threshold)
             parts = []
             if large:
-                parts.append(f"{len(large)} weight(s) changed by more than {self.large_threshold:g}x their norm: {names_preview(large)}")
+                parts.append(
+                    f"{len(large)} weight(s) changed by more than {self.large_threshold:g}x their norm: {names_preview(large)}"
+                )
             if small:
-                parts.append(f"{len(small)} of {len(rec.updates)} weight(s) changed by less than {self.small_threshold:g} of their norm: {names_preview(small)}")
+                parts.append(
+                    f"{len(small)} of {len(rec.updates)} weight(s) changed by less than {self.small_threshold:g} of their norm: {names_preview(small)}"
+                )
             if parts:
                 out.append(self._finding(rec.step, "; ".join(parts)))
         return out
@@ -310,16 +348,29 @@ class DeadRelu(Rule):
         for rec in history.records:
             dead = {}
             for name, activity in rec.relu_activity.items():
-                pct = 100.0 * float(np.mean(np.asarray(activity) < self.threshold_inactivity)) if np.size(activity) else 0.0
+                pct = (
+                    100.0 * float(np.mean(np.asarray(activity) < self.threshold_inactivity))
+                    if np.size(activity)
+                    else 0.0
+                )
                 if pct > self.threshold_layer:
                     dead[name] = pct
             if dead:
                 worst = max(dead, key=dead.get)
-                out.append(self._finding(rec.step, f"{len(dead)} layer(s) have more than {self.threshold_layer:g}% dead units (active < {self.threshold_inactivity:g}% of the time); worst {worst}: {dead[worst]:.0f}%"))
+                out.append(
+                    self._finding(
+                        rec.step,
+                        f"{len(dead)} layer(s) have more than {self.threshold_layer:g}% dead units (active < {self.threshold_inactivity:g}% of the time); worst {worst}: {dead[worst]:.0f}%",
+                    )
+                )
         return out
 
     def missing(self, history: History) -> str | None:
-        return None if any(r.relu_activity for r in history.records) else "no ReLU/ReLU6 module in a trainable part of the model"
+        return (
+            None
+            if any(r.relu_activity for r in history.records)
+            else "no ReLU/ReLU6 module in a trainable part of the model"
+        )
 
 
 RULES: dict[str, type[Rule]] = {
@@ -357,13 +408,21 @@ def evaluate(rules: list[Rule], history: History) -> tuple[list[RuleResult], lis
         try:
             found = rule.findings(history)
         except Exception as exc:  # a broken rule must not hide the others' results
-            results.append(RuleResult(rule.name, "Error", None, f"{type(exc).__name__}: {exc}", rule.recommendation))
+            results.append(
+                RuleResult(rule.name, "Error", None, f"{type(exc).__name__}: {exc}", rule.recommendation)
+            )
             continue
         findings.extend(found)
         if found:
             first = found[0]
-            extra = f" (condition held at {len(found)} evaluations, steps {first.step}–{found[-1].step})" if len(found) > 1 else ""
-            results.append(RuleResult(rule.name, "IssuesFound", first.step, first.message + extra, rule.recommendation))
+            extra = (
+                f" (condition held at {len(found)} evaluations, steps {first.step}–{found[-1].step})"
+                if len(found) > 1
+                else ""
+            )
+            results.append(
+                RuleResult(rule.name, "IssuesFound", first.step, first.message + extra, rule.recommendation)
+            )
         else:
             why = rule.missing(history)
             message = f"not evaluated: {why}" if why else "no issues found"

@@ -56,7 +56,9 @@ def patch_numpy2() -> None:
         if not is_number:  # strings: smdebug's own code never calls tostring() for them
             return original(nparray_data, tag)
         dims = [util.TensorShapeProto.Dim(size=d, name=f"{tag}_{d}") for d in nparray_data.shape]
-        return util.TensorProto(dtype=dtype, tensor_content=nparray_data.tobytes(), tensor_shape=util.TensorShapeProto(dim=dims))
+        return util.TensorProto(
+            dtype=dtype, tensor_content=nparray_data.tobytes(), tensor_shape=util.TensorShapeProto(dim=dims)
+        )
 
     make_tensor_proto._dogbreed_patched = True  # type: ignore[attr-defined]
     util.make_tensor_proto = make_tensor_proto
@@ -101,7 +103,11 @@ class SmdebugHook:
                     modes.EVAL: smd.SaveConfigMode(save_interval=eval_interval),
                 }
             )
-            hook = smd.Hook(out_dir=str(out_dir), save_config=save, include_collections=["losses", "weights", "biases", "gradients"])
+            hook = smd.Hook(
+                out_dir=str(out_dir),
+                save_config=save,
+                include_collections=["losses", "weights", "biases", "gradients"],
+            )
             del_hook()  # every smdebug Hook makes itself the process singleton; a local one must not pose as the job's
         self.hook = hook
         self.out_dir = str(getattr(hook, "out_dir", out_dir)) if hook is not None else None
@@ -159,7 +165,12 @@ def _group_eval(points: list[tuple[int, int, float]]) -> list[tuple[int, float]]
     return [(done, float(np.mean(values))) for done, values in sorted(runs.items())]
 
 
-def load_trial(path: str | Path, first_steps: int = 10, input_regex: str = ".*relu_input", output_regex: str = ".*relu_output") -> History:
+def load_trial(
+    path: str | Path,
+    first_steps: int = 10,
+    input_regex: str = ".*relu_input",
+    output_regex: str = ".*relu_output",
+) -> History:
     """Read an smdebug trial (local folder, e.g. a SageMaker job's downloaded ``debug-output``) into a History.
 
     Losses come from the ``losses`` collection (TRAIN mode: the saved steps' own losses, so noisier than
@@ -170,9 +181,13 @@ def load_trial(path: str | Path, first_steps: int = 10, input_regex: str = ".*re
     """
     path = Path(path)
     if not path.is_dir():
-        raise FileNotFoundError(f"{path}: no such directory (give an smdebug trial folder, e.g. a SageMaker job's debug-output)")
+        raise FileNotFoundError(
+            f"{path}: no such directory (give an smdebug trial folder, e.g. a SageMaker job's debug-output)"
+        )
     if not (path / "index").is_dir() and not (path / "events").is_dir():
-        raise ValueError(f"{path}: not an smdebug trial (expected index/ and events/ inside; a SageMaker job writes them under debug-output/)")
+        raise ValueError(
+            f"{path}: not an smdebug trial (expected index/ and events/ inside; a SageMaker job writes them under debug-output/)"
+        )
     _import_smdebug()
     from smdebug import modes
     from smdebug.trials import create_trial
@@ -207,7 +222,11 @@ def load_trial(path: str | Path, first_steps: int = 10, input_regex: str = ".*re
         return records.setdefault(step, StepRecord(step))
 
     grads = collection("gradients")
-    rows: dict[str, dict[int, dict[str, Any]]] = {"gradients": defaultdict(dict), "weights": defaultdict(dict), "updates": defaultdict(dict)}
+    rows: dict[str, dict[int, dict[str, Any]]] = {
+        "gradients": defaultdict(dict),
+        "weights": defaultdict(dict),
+        "updates": defaultdict(dict),
+    }
     early_grads: dict[int, list[np.ndarray]] = defaultdict(list)
     for name in grads:
         layer = name.split("/", 1)[-1]
@@ -228,7 +247,10 @@ def load_trial(path: str | Path, first_steps: int = 10, input_regex: str = ".*re
             rows["weights"][step][name] = numpy_stats(value)
             if previous is not None and name in weights:  # the update made from the previous saved step on
                 before_step, before = previous
-                rows["updates"][before_step][name] = (float(np.linalg.norm(value - before)), float(np.linalg.norm(before)))
+                rows["updates"][before_step][name] = (
+                    float(np.linalg.norm(value - before)),
+                    float(np.linalg.norm(before)),
+                )
             previous = (step, value)
     for kind, by_step in rows.items():
         fields = ("update_norm", "weight_norm") if kind == "updates" else TensorStats._fields

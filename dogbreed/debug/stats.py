@@ -58,7 +58,9 @@ class Columns:
         return [self.names[i] for i in np.flatnonzero(mask)]
 
     @classmethod
-    def from_rows(cls, rows: dict[str, Sequence[float]], fields: Sequence[str] = TensorStats._fields) -> Columns:
+    def from_rows(
+        cls, rows: dict[str, Sequence[float]], fields: Sequence[str] = TensorStats._fields
+    ) -> Columns:
         """``{name: (one value per field…)}`` → Columns."""
         table = np.array([list(r) for r in rows.values()], dtype=np.float64).reshape(len(rows), len(fields))
         return cls(tuple(rows), {f: table[:, i] for i, f in enumerate(fields)})
@@ -69,7 +71,11 @@ def tensor_stats(names: Sequence[str], tensors: Sequence[torch.Tensor]) -> Colum
     if not tensors:
         return Columns()
     flat = [t.detach() for t in tensors]
-    norm, l1, nonzero = torch.stack([torch.stack(torch._foreach_norm(flat, order)).double() for order in (2.0, 1.0, 0.0)]).cpu().numpy()
+    norm, l1, nonzero = (
+        torch.stack([torch.stack(torch._foreach_norm(flat, order)).double() for order in (2.0, 1.0, 0.0)])
+        .cpu()
+        .numpy()
+    )
     numels = np.array([max(1, t.numel()) for t in flat], dtype=np.float64)
     return Columns(tuple(names), {"norm": norm, "mean_abs": l1 / numels, "zero_frac": 1.0 - nonzero / numels})
 
@@ -84,7 +90,10 @@ def numpy_stats(array: np.ndarray) -> TensorStats:
 
 def percentile_spread(tensors: Iterable[torch.Tensor | np.ndarray], max_elements: int = 1_000_000) -> float:
     """95th minus 5th percentile of all values together (an evenly strided sample above ``max_elements``)."""
-    parts = [np.asarray(t.detach().float().cpu() if isinstance(t, torch.Tensor) else t, dtype=np.float32).ravel() for t in tensors]
+    parts = [
+        np.asarray(t.detach().float().cpu() if isinstance(t, torch.Tensor) else t, dtype=np.float32).ravel()
+        for t in tensors
+    ]
     values = np.concatenate(parts) if parts else np.zeros(0, np.float32)
     if values.size == 0:
         return float("nan")
@@ -140,7 +149,9 @@ class History:
 
     @property
     def last_step(self) -> int | None:
-        steps = [p[0] for p in self.train_loss] + [p[0] for p in self.val_loss] + [r.step for r in self.records]
+        steps = (
+            [p[0] for p in self.train_loss] + [p[0] for p in self.val_loss] + [r.step for r in self.records]
+        )
         return max(steps) if steps else None
 
     def grad_norms(self) -> tuple[list[str], list[int], np.ndarray]:
@@ -200,7 +211,11 @@ class ActivationProbe:
         """Detach and return (input variances, per-unit activity %) with one host copy each."""
         self.detach()
         var_names = list(self._var)
-        variances = dict(zip(var_names, torch.stack([self._var[n] for n in var_names]).cpu().tolist(), strict=True)) if var_names else {}
+        variances = (
+            dict(zip(var_names, torch.stack([self._var[n] for n in var_names]).cpu().tolist(), strict=True))
+            if var_names
+            else {}
+        )
         activity: dict[str, np.ndarray] = {}
         if self._activity:
             names = list(self._activity)

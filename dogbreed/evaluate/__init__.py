@@ -101,7 +101,9 @@ def evaluate(
     module = load_source(model) if isinstance(model, str | Path) else model
     preds = cached_predictions(module, datamodule, settings.split) if datamodule is not None else None
     if preds is None:
-        preds = predict_split(module, folder, batch_size=batch_size, num_workers=num_workers, device=settings.device)
+        preds = predict_split(
+            module, folder, batch_size=batch_size, num_workers=num_workers, device=settings.device
+        )
     metrics = compute(
         preds.probs,
         preds.targets,

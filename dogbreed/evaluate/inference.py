@@ -185,4 +185,6 @@ def cached_predictions(model: nn.Module, datamodule: Any, split: str) -> Predict
     model = model.eval().cpu().float()
     with torch.inference_mode():
         probs = torch.softmax(model.head(dataset.features[:, 0].float()), dim=1)
-    return Predictions(probs=probs, targets=dataset.targets.clone(), paths=dataset.paths, class_names=list(model.class_names))
+    return Predictions(
+        probs=probs, targets=dataset.targets.clone(), paths=dataset.paths, class_names=list(model.class_names)
+    )
