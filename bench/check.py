@@ -127,12 +127,14 @@ def main() -> None:
         cpu_ms = (_cpu_seconds() - cpu) / report.files * 1e3
         rates[workers] = report.images_per_s
         print(
-            f"check, {workers} worker{'s' * (workers > 1)}: {report.files:,} images in {report.seconds:.1f} s = "
-            f"{report.images_per_s:,.0f} images/s ({cpu_ms:.2f} CPU ms/image, so at most "
-            f"{workers * 1e3 / cpu_ms:,.0f} images/s on {workers} idle core{'s' * (workers > 1)}); {len(report.issues)} issues"
+            f"check, {workers} worker{'s' * (workers > 1)}: {report.files:,} images in {report.seconds:.1f} "
+            f"s = {report.images_per_s:,.0f} images/s ({cpu_ms:.2f} CPU ms/image, so at most "
+            f"{workers * 1e3 / cpu_ms:,.0f} images/s on {workers} idle core{'s' * (workers > 1)}); "
+            f"{len(report.issues)} issues"
         )
     print(
-        f"ratio {args.workers} workers / 1 worker: {rates[args.workers] / rates[1]:.2f}x (load average {os.getloadavg()[0]:.1f})"
+        f"ratio {args.workers} workers / 1 worker: {rates[args.workers] / rates[1]:.2f}x (load average "
+        f"{os.getloadavg()[0]:.1f})"
     )
 
 

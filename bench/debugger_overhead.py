@@ -16,8 +16,9 @@ Two measurements of the same thing:
 
 Times are process CPU time by default (``--clock cpu``: all threads of this process), which a busy shared
 machine disturbs far less than wall time (``--clock wall``), with one torch thread (``--threads 1``) so that
-OpenMP threads spinning while they wait for a descheduled sibling do not count as work. The first ``--warmup`` steps of each run are dropped (default 12: PoorWeightInitialization records every
-one of its first ``steps=10`` steps, a one-time cost printed separately). Goal: < 5% of step time.
+OpenMP threads spinning while they wait for a descheduled sibling do not count as work. The first
+``--warmup`` steps of each run are dropped (default 12: PoorWeightInitialization records every one of its
+first ``steps=10`` steps, a one-time cost printed separately). Goal: < 5% of step time.
 """
 
 from __future__ import annotations
@@ -184,8 +185,9 @@ def main() -> None:
             for config in args.configs:
                 times[config].extend(run(config, args, data, Path(tmp) / f"r{repeat}", accounts))
     print(
-        f"# {args.backbone} freeze={args.freeze} {args.image_size}px batch={args.batch_size} save_interval={args.save_interval} "
-        f"torch threads={torch.get_num_threads()} clock={args.clock}; {args.repeats} x {args.steps} steps per configuration"
+        f"# {args.backbone} freeze={args.freeze} {args.image_size}px batch={args.batch_size} "
+        f"save_interval={args.save_interval} torch threads={torch.get_num_threads()} clock={args.clock}; "
+        f"{args.repeats} x {args.steps} steps per configuration"
     )
     base = statistics.fmean(times["none"]) if "none" in times else None
     for config, values in times.items():

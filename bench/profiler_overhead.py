@@ -145,10 +145,12 @@ def main() -> None:
 
     fit(20, args.batch_size, [])  # warm-up: imports, allocator, thread pools
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}; ratio = with / without"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}; ratio = "
+        "with / without"
     )
     print(
-        f"1. one fit of {args.steps} steps, rotating phases of {args.phase_steps} steps; each phase over its plain neighbours:"
+        f"1. one fit of {args.steps} steps, rotating phases of {args.phase_steps} steps; each phase over its "
+        "plain neighbours:"
     )
     variants = {
         "sampler every 500 ms (default)": 0.5,
@@ -167,8 +169,8 @@ def main() -> None:
             else ""
         )
         print(
-            f"   {name:32s} step-time ratio {med:.4f} ({100 * (med - 1):+.2f}%; median of {len(r)}, IQR {q1:.3f}-{q3:.3f}); "
-            f"process CPU per step {statistics.median(c):.4f}{net}"
+            f"   {name:32s} step-time ratio {med:.4f} ({100 * (med - 1):+.2f}%; median of {len(r)}, IQR "
+            f"{q1:.3f}-{q3:.3f}); process CPU per step {statistics.median(c):.4f}{net}"
         )
 
     out = Path(tempfile.mkdtemp(prefix="profiler-bench-"))
@@ -179,8 +181,9 @@ def main() -> None:
     print(f"2. ProfilerCallback at its config defaults, one fit of {steps} steps ({seconds:.1f} s):")
     print(
         f"   self-measured cost {profiler_overhead_pct(cb.data):.3f}% of the training (sampler thread "
-        f"{1000 * o['sampler_cpu_s']:.0f} ms CPU in {o['sampler_wall_s']:.1f} s; hooks {1e6 * o['hooks_s'] / steps:.0f} µs/step "
-        f"= {100 * o['hooks_s'] / loop:.3f}% of the loop); report written {seconds - loop:.1f} s beyond the loop"
+        f"{1000 * o['sampler_cpu_s']:.0f} ms CPU in {o['sampler_wall_s']:.1f} s; hooks "
+        f"{1e6 * o['hooks_s'] / steps:.0f} µs/step = {100 * o['hooks_s'] / loop:.3f}% of the loop); report "
+        f"written {seconds - loop:.1f} s beyond the loop"
     )
     cost = profiler_overhead_pct(cb.data)
     print(f"   goal: < {GOAL_PCT:g}% -> {'met' if cost < GOAL_PCT else 'NOT met'} by the self-measured cost")
@@ -198,8 +201,9 @@ def main() -> None:
                 runs[with_profiler] = fit(args.steps // 10, args.batch_size, extra)
             ratios.append(runs[True] / runs[False])
         print(
-            f"3. whole fits ({args.steps // 10} steps, sampler 500 ms, JSON only) with/without, {args.fit_pairs} pairs: "
-            f"median {statistics.median(ratios):.3f}, range {min(ratios):.3f}-{max(ratios):.3f} (noise on a shared machine)"
+            f"3. whole fits ({args.steps // 10} steps, sampler 500 ms, JSON only) with/without, "
+            f"{args.fit_pairs} pairs: median {statistics.median(ratios):.3f}, range "
+            f"{min(ratios):.3f}-{max(ratios):.3f} (noise on a shared machine)"
         )
 
 

@@ -1,6 +1,8 @@
-"""Serving speed: ``python -m serve`` (micro-batched) vs a one-request-at-a-time eager-PyTorch handler, one run.
+"""Serving speed: ``python -m serve`` (micro-batched) vs a one-request-at-a-time eager-PyTorch handler,
+one run.
 
-    python bench/serve.py --threads 1 --requests 240   # MobileNetV2, 133 classes, c = 1, 8, 32, soak 2,000 @ 16
+    # MobileNetV2, 133 classes, c = 1, 8, 32, soak 2,000 @ 16
+    python bench/serve.py --threads 1 --requests 240
     python bench/serve.py --backbone resnet50 --precisions fp32
 
 ``--threads 1`` on a small shared machine: with two OpenMP threads per process, a forward pass stalls
@@ -382,14 +384,16 @@ def report(results: dict, levels: list[int], precisions: list[str]) -> None:
     for c in levels:
         for name, r in results["levels"][str(c)].items():
             print(
-                f"{name:<11} {c:>3} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['throughput_rps']:>8.1f} {r['errors']:>6}"
+                f"{name:<11} {c:>3} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['throughput_rps']:>8.1f} "
+                f"{r['errors']:>6}"
             )
     lines = {}
     refs = results["reference_ms"]
     if "eager" in refs:
         p50 = results["levels"]["1"]["baseline"]["p50_ms"]
         print(
-            f"\nbaseline: decode+forward alone (eager) {refs['eager']:.1f} ms; p50 at c=1 {p50:.1f} ms = {p50 / refs['eager']:.2f}×"
+            f"\nbaseline: decode+forward alone (eager) {refs['eager']:.1f} ms; p50 at c=1 {p50:.1f} ms = "
+            f"{p50 / refs['eager']:.2f}×"
         )
     for precision in precisions:
         ref = refs.get(precision, float("nan"))
@@ -399,7 +403,8 @@ def report(results: dict, levels: list[int], precisions: list[str]) -> None:
             else float("nan")
         )
         print(
-            f"\nours-{precision}: decode+forward alone {ref:.1f} ms; p50 at c=1 {p50:.1f} ms = {p50 / ref:.2f}× (goal ≤ 1.15×)"
+            f"\nours-{precision}: decode+forward alone {ref:.1f} ms; p50 at c=1 {p50:.1f} ms = "
+            f"{p50 / ref:.2f}× (goal ≤ 1.15×)"
         )
         lines[f"p50_c1_over_decode_forward_{precision}"] = p50 / ref
         for c in levels:
@@ -412,8 +417,8 @@ def report(results: dict, levels: list[int], precisions: list[str]) -> None:
         s = results["soak"]
         print(
             f"\nsoak: {s['requests']} requests at c={s['concurrency']}: {s['errors']} errors, "
-            f"RSS {s['rss_start_mb']:.0f} → {s['rss_end_mb']:.0f} MB ({s['rss_growth_pct']:+.1f}%, goal < 10%), "
-            f"p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms, {s['throughput_rps']:.1f} req/s"
+            f"RSS {s['rss_start_mb']:.0f} → {s['rss_end_mb']:.0f} MB ({s['rss_growth_pct']:+.1f}%, goal < "
+            f"10%), p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms, {s['throughput_rps']:.1f} req/s"
         )
         lines.update(soak_errors=s["errors"], soak_rss_growth_pct=s["rss_growth_pct"])
     print()

@@ -35,7 +35,8 @@ RESNET50_GFLOP = 8.2
 def make_dataset(
     root: Path, classes: int, per_split: dict[str, int], size: tuple[int, int] = (500, 375)
 ) -> Path:
-    """Dog-photo-sized JPEGs (500×375) of pattern classes; reused when already generated with the same spec."""
+    """Dog-photo-sized JPEGs (500×375) of pattern classes;
+    reused when already generated with the same spec."""
     from dogbreed.data.synthetic import PATTERNS, draw_image
 
     spec = {"classes": classes, "per_split": per_split, "size": size}
@@ -61,7 +62,8 @@ def timed(cmd: list[str], env: dict | None = None) -> tuple[float, str]:
     wall = time.perf_counter() - started
     if result.returncode != 0:
         sys.exit(
-            f"command failed ({result.returncode}): {' '.join(cmd)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            f"command failed ({result.returncode}): "
+            f"{' '.join(cmd)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         )
     return wall, result.stdout
 
@@ -210,7 +212,8 @@ def main() -> None:
 
     if not args.skip_sweep:
         print(
-            f"(c) {args.trials}-trial sweep, ResNet-18, 3 epochs: naive ×{args.trials} vs launch.tune backend=local …",
+            f"(c) {args.trials}-trial sweep, ResNet-18, 3 epochs: naive ×{args.trials} vs launch.tune "
+            "backend=local …",
             flush=True,
         )
         naive_trials = max(1, min(args.naive_sweep_trials, args.trials))
@@ -251,21 +254,22 @@ def main() -> None:
     print(f"    ratio (a)/(b)    {report['ratio_b_over_a']:8.1f}×  (goal ≥ 10× for 5 epochs)")
     f = report["forward"]
     print(
-        f"forward ResNet-50    fp32 {f['fp32_img_per_s']:.1f} img/s, fast path {f['fast_img_per_s']:.1f} img/s = "
-        f"{100 * f['fraction_of_limit']:.0f}% of the {f['peak_dtype']} matmul-bound limit "
+        f"forward ResNet-50    fp32 {f['fp32_img_per_s']:.1f} img/s, fast path {f['fast_img_per_s']:.1f} "
+        f"img/s = {100 * f['fraction_of_limit']:.0f}% of the {f['peak_dtype']} matmul-bound limit "
         f"({f['matmul_peak_gflops']:.0f} GFLOP/s → {f['matmul_bound_img_per_s']:.1f} img/s; goal ≥ 60%)"
     )
     if "parity" in report:
         q = report["parity"]
         print(
-            f"parity (demo)        fast val_acc {q['fast_val_acc']:.4f} vs plain fp32 {q['plain_fp32_val_acc']:.4f} "
-            f"({q['diff_points']:+.2f} points; goal within 1)"
+            f"parity (demo)        fast val_acc {q['fast_val_acc']:.4f} vs plain fp32 "
+            f"{q['plain_fp32_val_acc']:.4f} ({q['diff_points']:+.2f} points; goal within 1)"
         )
     if "c_sweep" in report:
         c = report["c_sweep"]
         print(
-            f"(c) sweep            naive {c['naive_wall_s']:.1f} s (measured {c['naive_trials_run']} trial(s), ×{args.trials}) vs "
-            f"dogbreed {c['dogbreed_wall_s']:.1f} s = {c['ratio']:.1f}×  (goal ≥ 30×)"
+            f"(c) sweep            naive {c['naive_wall_s']:.1f} s (measured {c['naive_trials_run']} "
+            f"trial(s), ×{args.trials}) vs dogbreed {c['dogbreed_wall_s']:.1f} s = {c['ratio']:.1f}×  "
+            "(goal ≥ 30×)"
         )
     shutil.rmtree(work, ignore_errors=True)
 

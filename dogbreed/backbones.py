@@ -112,9 +112,9 @@ def load_state_dict(name: str, enum: WeightsEnum, weights_file: str | None) -> d
         return enum.get_state_dict(progress=False, check_hash=True)
     except Exception as exc:  # noqa: BLE001 - any download failure means "not available"
         raise WeightsUnavailableError(
-            f"Could not load {name} weights {enum.name}: not in the torch hub cache ({cached}) and the download "
-            f"failed ({type(exc).__name__}: {exc}). Put the file there, pass model.weights_file=PATH, "
-            "or use model.weights=null for random initialisation."
+            f"Could not load {name} weights {enum.name}: not in the torch hub cache ({cached}) and the "
+            f"download failed ({type(exc).__name__}: {exc}). Put the file there, pass "
+            "model.weights_file=PATH, or use model.weights=null for random initialisation."
         ) from exc
 
 

@@ -138,7 +138,8 @@ def export_torchscript(model: BreedClassifier, path: str | Path) -> Path:
 
 
 def handler_source(module: str) -> Path:
-    """Source file of the SageMaker handler module (default ``serve.inference``), found without importing it."""
+    """Source file of the SageMaker handler module (default ``serve.inference``),
+    found without importing it."""
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.origin:
         raise ModuleNotFoundError(
@@ -150,7 +151,8 @@ def handler_source(module: str) -> Path:
 def package(
     model_pt: str | Path, out: str | Path, handler: str | Path, requirements: list[str] | None = None
 ) -> Path:
-    """Write SageMaker's ``model.tar.gz``: ``model.pt`` + ``code/inference.py`` (+ ``code/requirements.txt``)."""
+    """Write SageMaker's ``model.tar.gz``: ``model.pt`` + ``code/inference.py``
+    (+ ``code/requirements.txt``)."""
     out = Path(out)
     buffer = io.BytesIO()
     # Weights barely compress: the fastest gzip level saves seconds on large backbones and loses ~nothing.

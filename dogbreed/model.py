@@ -195,13 +195,15 @@ class BreedClassifier(pl.LightningModule):
         return torch.softmax(self(x), dim=1)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store the input preprocessing, so a checkpoint loaded without its weights enum still resizes right."""
+        """Store the input preprocessing, so a checkpoint loaded without its weights enum still resizes
+        right."""
         checkpoint["dogbreed"] = {"preprocess": self.preprocess.to_dict()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "dogbreed" in checkpoint:
             self.preprocess = Preprocess(**checkpoint["dogbreed"]["preprocess"])
-        else:  # checkpoints written before the preprocessing was stored: derive it from the trained weights' name
+        else:  # checkpoints written before the preprocessing was stored:
+            # derive it from the trained weights' name
             hp = checkpoint.get("hyper_parameters", {})
             self.preprocess = preprocess_for(hp.get("backbone", self.hparams.backbone), hp.get("weights"))
 

@@ -26,7 +26,8 @@ def cpu_supports_bf16() -> bool:
 
 
 def auto_precision(accelerator: str = "auto") -> str:
-    """``trainer.precision=auto``: bf16-mixed on GPUs that support it and on bf16-capable CPUs, else 32-true."""
+    """``trainer.precision=auto``: bf16-mixed on GPUs that support it and on bf16-capable CPUs,
+    else 32-true."""
     use_cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     if use_cuda:
         return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
@@ -74,7 +75,8 @@ class FeatureExtractor:
                 out = self.net(x)
         elif self.dtype == torch.bfloat16:
             if self._frozen is None:
-                # Trace and run TorchScript's profiling passes on two images: on a full batch they cost seconds.
+                # Trace and run TorchScript's profiling passes on two images:
+                # on a full batch they cost seconds.
                 small = x[:2]
                 self._frozen = torch.jit.freeze(torch.jit.trace(self.net, small, check_trace=False))
                 for _ in range(2):

@@ -1,4 +1,5 @@
-"""Plumbing shared by the three launch commands: module docstring as ``--help``, flag aliases, atomic files."""
+"""Plumbing shared by the three launch commands: module docstring as ``--help``, flag aliases,
+atomic files."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ OmegaConf.register_new_resolver("module_doc", module_doc, replace=True)
 
 
 def rewrite_flags(argv: list[str], aliases: Mapping[str, tuple[str, bool]]) -> list[str]:
-    """``--delete`` → ``deploy.delete=true``; ``--attach NAME`` → ``tune.attach=NAME`` (Hydra takes overrides only).
+    """``--delete`` → ``deploy.delete=true``; ``--attach NAME`` → ``tune.attach=NAME``
+    (Hydra takes overrides only).
 
     ``aliases`` maps a flag to (override key, takes_value).
     """

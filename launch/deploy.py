@@ -37,7 +37,8 @@ SERVING_ENV = {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY"
 
 
 def check_archive(path: Path) -> Path:
-    """``path`` must be a model.tar.gz holding model.pt and code/inference.py (what dogbreed.train exports)."""
+    """``path`` must be a model.tar.gz holding model.pt and code/inference.py
+    (what dogbreed.train exports)."""
     if not path.is_file():
         raise ConfigError(
             f"deploy.model: {path} does not exist; point it at a run directory, its "

@@ -30,7 +30,10 @@ from launch.session import bucket, resolve_role, s3_uri
 
 log = logging.getLogger("launch")
 ENTRY_POINT = "sagemaker_entry.py"
-ENTRY_SOURCE = '"""SageMaker runs this file; see launch/shim.py."""\nfrom launch.shim import main\n\nraise SystemExit(main())\n'
+ENTRY_SOURCE = (
+    '"""SageMaker runs this file; see launch/shim.py."""\n'
+    "from launch.shim import main\n\nraise SystemExit(main())\n"
+)
 PROVIDED_BY_IMAGE = {"torch", "torchvision"}
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
 
@@ -47,7 +50,8 @@ def is_accelerated(instance_type: str) -> bool:
 
 
 def requirements(extras: Sequence[str]) -> list[str]:
-    """This package's dependencies (and ``extras``) from its installed metadata, minus what the image ships."""
+    """This package's dependencies (and ``extras``) from its installed metadata,
+    minus what the image ships."""
     try:
         declared = importlib.metadata.requires("dogbreed") or []
     except importlib.metadata.PackageNotFoundError:
@@ -92,8 +96,9 @@ def _instantiate_all(nodes: DictConfig | None) -> list[Any]:
 
 
 def debugger_kwargs(launch: DictConfig, output_path: str, checkpointing: bool) -> dict[str, Any]:
-    """DebuggerHookConfig + built-in Debugger rules + ProfilerConfig + ProfilerReport, from ``launch.debugger``
-    and ``launch.profiler``. Rules save the hook's collections (one save interval per collection)."""
+    """DebuggerHookConfig + built-in Debugger rules + ProfilerConfig + ProfilerReport, from
+    ``launch.debugger`` and ``launch.profiler``. Rules save the hook's collections (one save interval
+    per collection)."""
     kwargs: dict[str, Any] = {"rules": []}
     dbg, prof = launch.get("debugger"), launch.get("profiler")
     if dbg is not None and dbg.get("enabled", True) and checkpointing:

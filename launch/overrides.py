@@ -24,7 +24,8 @@ def split_override(override: str) -> tuple[str, str | None]:
 
 
 def root_of(key: str) -> str:
-    """First path element of an override key, without ``+``/``++``/``~`` prefixes (``tune/pruner`` → ``tune``)."""
+    """First path element of an override key, without ``+``/``++``/``~`` prefixes
+    (``tune/pruner`` → ``tune``)."""
     return re.split(r"[./]", key.lstrip("+~"), maxsplit=1)[0]
 
 
@@ -48,7 +49,8 @@ def hydra_value(value: object) -> str:
 
 
 def to_hyperparameters(overrides: Sequence[str]) -> dict[str, str]:
-    """Training overrides → SageMaker hyperparameters (the value text is kept verbatim: it is Hydra syntax)."""
+    """Training overrides → SageMaker hyperparameters (the value text is kept verbatim:
+    it is Hydra syntax)."""
     hps: dict[str, str] = {}
     for override in overrides:
         key, value = split_override(override)

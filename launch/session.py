@@ -64,7 +64,8 @@ def make_session(launch: DictConfig) -> sagemaker.Session:
 
 
 def bucket(session: sagemaker.Session, launch: DictConfig) -> str:
-    """``launch.bucket``, or the SDK's default bucket (``sagemaker-<region>-<account>``, created if missing)."""
+    """``launch.bucket``, or the SDK's default bucket (``sagemaker-<region>-<account>``,
+    created if missing)."""
     return launch.get("bucket") or session.default_bucket()
 
 

@@ -4,13 +4,14 @@ SageMaker runs ``python sagemaker_entry.py --model.lr 0.01 --model.optimizer '"a
 environment variables. This shim turns that into a ``python -m dogbreed.train`` invocation:
 
 - ``--key value`` / ``--key=value`` hyperparameters (JSON-quoted categoricals decoded) → ``key=value``;
-  SageMaker's own (``sagemaker_*``, ``_tuning_objective_metric``) are dropped; plain ``key=value`` passes through;
+  SageMaker's own (``sagemaker_*``, ``_tuning_objective_metric``) are dropped; plain ``key=value`` passes
+  through;
 - ``SM_CHANNEL_TRAIN/VALID/TEST`` → ``data.root`` (one ``SM_CHANNEL_TRAINING`` holding all three works too);
 - ``SM_CHANNEL_WEIGHTS`` (a backbone state dict, for network-isolated jobs) → ``model.weights_file``;
 - ``SM_OUTPUT_DATA_DIR`` → ``paths.output_dir``; after training the exported model (``model.pt`` +
   ``code/inference.py``) is unpacked into ``SM_MODEL_DIR``, so SageMaker's model.tar.gz deploys as is;
-- ``/opt/ml/checkpoints`` (``DOGBREED_CHECKPOINT_DIR``) → the checkpoint dir; its ``last.ckpt`` → ``ckpt_path``
-  (a spot-interrupted job resumes where it stopped);
+- ``/opt/ml/checkpoints`` (``DOGBREED_CHECKPOINT_DIR``) → the checkpoint dir; its ``last.ckpt`` →
+  ``ckpt_path`` (a spot-interrupted job resumes where it stopped);
 - ``SM_NUM_GPUS`` / ``SM_HOSTS`` / ``SM_CURRENT_HOST`` → trainer accelerator, devices, nodes (and the
   rendezvous variables Lightning reads when torchrun is not launching us).
 
@@ -126,7 +127,8 @@ def _weights_file(env: Mapping[str, str]) -> Path | None:
 
 
 def _trainer_overrides(env: Mapping[str, str], user_keys: set[str]) -> tuple[list[str], dict[str, str]]:
-    """Accelerator, devices and nodes from SM_NUM_GPUS/SM_HOSTS; rendezvous env for multi-host without torchrun."""
+    """Accelerator, devices and nodes from SM_NUM_GPUS/SM_HOSTS;
+    rendezvous env for multi-host without torchrun."""
     gpus = int(env.get("SM_NUM_GPUS") or 0)
     hosts = json.loads(env.get("SM_HOSTS") or "[]") or [env.get("SM_CURRENT_HOST") or "localhost"]
     derived: list[tuple[str, str]] = []
@@ -151,7 +153,8 @@ def _trainer_overrides(env: Mapping[str, str], user_keys: set[str]) -> tuple[lis
 
 
 def _same_job(ckpt_dir: Path, env: Mapping[str, str]) -> bool:
-    """Resume only this job's checkpoints (a restarted spot job keeps its name; another job must not resume)."""
+    """Resume only this job's checkpoints (a restarted spot job keeps its name;
+    another job must not resume)."""
     marker = ckpt_dir / JOB_MARKER
     job = env.get("TRAINING_JOB_NAME")
     if job and marker.is_file() and marker.read_text().strip() != job:
@@ -202,7 +205,8 @@ def translate(argv: Sequence[str], env: Mapping[str, str]) -> Plan:
 
 
 def unpack_model(output_dir: Path, model_dir: Path) -> list[Path]:
-    """Unpack ``<run>/model/model.tar.gz`` into SageMaker's model dir (what SageMaker uploads as the artifact)."""
+    """Unpack ``<run>/model/model.tar.gz`` into SageMaker's model dir
+    (what SageMaker uploads as the artifact)."""
     tar_path = output_dir / "model" / "model.tar.gz"
     if not tar_path.is_file():
         return []

@@ -67,7 +67,8 @@ class Integer:
 
 @dataclass(frozen=True)
 class Categorical:
-    """One of ``choices`` (numbers, strings, booleans; a config group option such as ``model=resnet18`` too)."""
+    """One of ``choices`` (numbers, strings, booleans;
+    a config group option such as ``model=resnet18`` too)."""
 
     key: str
     choices: Sequence[Any]

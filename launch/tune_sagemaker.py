@@ -47,7 +47,8 @@ def tuner_kwargs(tune: DictConfig) -> dict[str, Any]:
     names = {d["Name"] for d in metric_definitions()}
     if tune.objective not in names:
         raise ConfigError(
-            f"tune.objective={tune.objective!r} is not a metric the training prints; use one of {sorted(names)}"
+            f"tune.objective={tune.objective!r} is not a metric the training prints; use one of "
+            f"{sorted(names)}"
         )
     if tune.strategy not in STRATEGIES:
         raise ConfigError(f"tune.strategy={tune.strategy!r} must be one of {', '.join(STRATEGIES)}")
@@ -67,7 +68,8 @@ def tuner_kwargs(tune: DictConfig) -> dict[str, Any]:
     if tune.strategy == "Hyperband":
         if tune.early_stopping_type != "Off":
             raise ConfigError(
-                "tune.early_stopping_type must be Off with tune.strategy=Hyperband (Hyperband stops jobs itself)"
+                "tune.early_stopping_type must be Off with tune.strategy=Hyperband "
+                "(Hyperband stops jobs itself)"
             )
         hb = tune.hyperband
         kwargs["strategy_config"] = StrategyConfig(

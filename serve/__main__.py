@@ -75,14 +75,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--timeout",
         type=float,
         default=DEFAULTS.timeout_s,
-        help="seconds a request may take: body upload (408 after) plus queueing and inference (503 after) (default %(default)s)",
+        help=(
+            "seconds a request may take: body upload (408 after) plus queueing and inference (503 after) "
+            "(default %(default)s)"
+        ),
     )
     p.add_argument(
         "--precision",
         choices=PRECISIONS,
         default=DEFAULTS.precision,
         help="fp32 = exactly the artifact's numbers; bf16 = about 2× the fp32 throughput on CPUs with "
-        "AVX512-BF16/AMX, same top-1, probabilities within ~0.1; auto = bf16 where native (default %(default)s)",
+        "AVX512-BF16/AMX, same top-1, probabilities within ~0.1; auto = bf16 where native "
+        "(default %(default)s)",
     )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument(

@@ -72,7 +72,8 @@ class MicroBatcher:
         return len(self._pending)
 
     def announce(self) -> None:
-        """A request will submit soon (it is decoding): a forming batch may wait for it. Pair with ``arrived``."""
+        """A request will submit soon (it is decoding):
+        a forming batch may wait for it. Pair with ``arrived``."""
         with self._cond:
             self._arriving += 1
 

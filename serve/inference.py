@@ -60,7 +60,8 @@ class RequestError(_ErrorBase):
 
 @dataclass
 class Batch:
-    """What ``input_fn`` hands to ``predict_fn``: uint8 RGB (3, H, W) images and how many classes to return."""
+    """What ``input_fn`` hands to ``predict_fn``: uint8 RGB (3, H, W) images
+    and how many classes to return."""
 
     images: list[torch.Tensor]
     top_k: int = TOP_K
@@ -130,7 +131,8 @@ def decode_image(
         if w * h > max_pixels:
             raise RequestError(
                 413,
-                f"{what}: image is {w}×{h} = {w * h:,} pixels, over the limit of {max_pixels:,}; downscale it",
+                f"{what}: image is {w}×{h} = {w * h:,} pixels, over the limit of {max_pixels:,}; "
+                "downscale it",
             )
         if min_side and img.format == "JPEG":
             scale = min(w, h) / float(min_side)

@@ -1,4 +1,5 @@
-"""``python -m serve.predict IMAGE... [--endpoint URL | --model PATH | --sagemaker-endpoint NAME] [--top-k 5]``
+"""``python -m serve.predict IMAGE... [--endpoint URL | --model PATH | --sagemaker-endpoint NAME]
+[--top-k 5]``
 
 Prints the top breeds for each image:
 
@@ -7,7 +8,8 @@ Prints the top breeds for each image:
          3.2%  036.Briard
 
 --endpoint URL              a running ``python -m serve`` (default http://127.0.0.1:8080)
---model PATH                no server: load model.pt (or its folder, or model.tar.gz) here; torch + Pillow only
+--model PATH                no server: load model.pt (or its folder, or model.tar.gz) here;
+                            torch + Pillow only
 --sagemaker-endpoint NAME   a deployed SageMaker endpoint (boto3; AWS_REGION / AWS_ENDPOINT_URL apply)
 
 Exit status 0 when every image was classified, 1 when any failed (each failure is printed to stderr).

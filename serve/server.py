@@ -196,7 +196,8 @@ async def _client_gone(request: Request) -> None:
 
 
 async def wait_results(futures: list[Future], request: Request, timeout: float) -> list:
-    """Results of the batcher's futures; cancels them on timeout (TimeoutError) or disconnect (ClientDisconnect)."""
+    """Results of the batcher's futures; cancels them on timeout (TimeoutError) or disconnect
+    (ClientDisconnect)."""
     results = asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
     gone = asyncio.ensure_future(_client_gone(request))
     try:
@@ -228,7 +229,8 @@ async def invoke(request: Request, engine: Engine) -> Response:
     if not (media == JSON_TYPE or media in IMAGE_TYPES or media.startswith("image/")):
         return error(
             415,
-            f"unsupported Content-Type {content_type or '(none)'!r}: use {', '.join(IMAGE_TYPES)} or {JSON_TYPE}",
+            f"unsupported Content-Type {content_type or '(none)'!r}: use {', '.join(IMAGE_TYPES)} or "
+            f"{JSON_TYPE}",
             close=True,
         )
     accept = request.headers.get("accept")

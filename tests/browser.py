@@ -32,7 +32,8 @@ def chromium_paths() -> tuple[str, str]:
     driver = shutil.which("chromedriver")
     if not binary or not driver:
         raise RuntimeError(
-            "Browser tests need Debian's chromium and chromium-driver: `make browser` (or apt-get install chromium chromium-driver)"
+            "Browser tests need Debian's chromium and chromium-driver: `make browser` (or apt-get install "
+            "chromium chromium-driver)"
         )
     return binary, driver
 

@@ -1,4 +1,5 @@
-"""Weights resolution: explicit file, pre-seeded torch hub cache, shipped package file, clear failure, fallback."""
+"""Weights resolution: explicit file, pre-seeded torch hub cache, shipped package file, clear failure,
+fallback."""
 
 from __future__ import annotations
 

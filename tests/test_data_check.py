@@ -1,4 +1,5 @@
-"""`python -m dogbreed.data check`: every kind of damage is found and named by path; quarantine moves, never deletes."""
+"""`python -m dogbreed.data check`: every kind of damage is found and named by path; quarantine moves,
+never deletes."""
 
 from __future__ import annotations
 

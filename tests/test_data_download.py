@@ -1,4 +1,5 @@
-"""`python -m dogbreed.data download` against a local HTTP server: resume, checksums, zip-slip, atomic no-op reruns."""
+"""`python -m dogbreed.data download` against a local HTTP server: resume, checksums, zip-slip,
+atomic no-op reruns."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from dogbreed.data.download import CHUNK, DownloadError, UnsafeArchiveError, dow
 
 
 def make_zip(root: Path, top: str = "dogImages", extra: dict[str, bytes] | None = None) -> bytes:
-    """The dataset at ``root`` zipped under ``top/`` like dogImages.zip, plus macOS junk and ``extra`` entries."""
+    """The dataset at ``root`` zipped under ``top/`` like dogImages.zip,
+    plus macOS junk and ``extra`` entries."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for path in sorted(root.rglob("*")):
@@ -32,7 +34,8 @@ def make_zip(root: Path, top: str = "dogImages", extra: dict[str, bytes] | None 
 
 
 class ZipServer(ThreadingHTTPServer):
-    """Serves ``payload`` at any path, with ETag (its MD5, as S3 does) and Range; can drop a transfer midway."""
+    """Serves ``payload`` at any path, with ETag (its MD5, as S3 does) and Range;
+    can drop a transfer midway."""
 
     daemon_threads = True
 

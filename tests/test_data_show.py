@@ -1,4 +1,5 @@
-"""`python -m dogbreed.data show`: a sample grid with class names and a per-class bar chart, written as PNGs."""
+"""`python -m dogbreed.data show`: a sample grid with class names and a per-class bar chart,
+written as PNGs."""
 
 from __future__ import annotations
 

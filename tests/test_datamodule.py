@@ -1,4 +1,5 @@
-"""ImageFolderDataModule: split discovery, fail-before-training checks, image modes, transforms from weights."""
+"""ImageFolderDataModule: split discovery, fail-before-training checks, image modes,
+transforms from weights."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""DebuggerCallback on tiny Lightning runs that provoke each rule, a healthy run where none fires, and stop."""
+"""DebuggerCallback on tiny Lightning runs that provoke each rule, a healthy run where none fires,
+and stop."""
 
 from __future__ import annotations
 
@@ -345,6 +346,7 @@ def test_report_renders_in_chromium(tmp_path: Path) -> None:
         )
         assert len(sizes) == 4 and min(sizes) > 300
         rows = driver.execute_script(
-            "return Array.from(document.querySelectorAll('td.IssuesFound')).map(td => td.parentElement.cells[0].textContent)"
+            "return Array.from(document.querySelectorAll('td.IssuesFound')).map(td => "
+            "td.parentElement.cells[0].textContent)"
         )
         assert "WeightUpdateRatio" in rows

@@ -1,4 +1,5 @@
-"""Debugger rules on hand-built histories: each fires on its condition, stays quiet otherwise (no training)."""
+"""Debugger rules on hand-built histories: each fires on its condition, stays quiet otherwise
+(no training)."""
 
 from __future__ import annotations
 
@@ -131,7 +132,8 @@ def test_poor_weight_initialization_narrow_gradients_need_a_stalled_loss() -> No
 
 
 def test_loss_not_decreasing_compares_with_the_newest_step_num_steps_back() -> None:
-    # SageMaker's example: loss saved every 3 steps, num_steps=10 → step 21 is compared with step 9, next check 33.
+    # SageMaker's example: loss saved every 3 steps, num_steps=10 → step 21 is compared with step 9,
+    # next check 33.
     flat = [(s, 1.0) for s in range(9, 34, 3)]
     found = rule("LossNotDecreasing", mode="TRAIN").findings(History(train_loss=flat))
     assert steps_of(found) == [21, 33]

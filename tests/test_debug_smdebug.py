@@ -1,4 +1,5 @@
-"""smdebug side of the Debugger: NumPy-2 fix, local and SageMaker-configured hooks, create_trial, analyze CLI."""
+"""smdebug side of the Debugger: NumPy-2 fix, local and SageMaker-configured hooks, create_trial,
+analyze CLI."""
 
 from __future__ import annotations
 
@@ -144,7 +145,8 @@ def test_analyze_rejects_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_inside_a_sagemaker_job_the_configured_hook_is_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """smdebug reads the job's DebugHookConfig from SMDEBUG_CONFIG_FILE_PATH (SageMaker writes it to /opt/ml)."""
+    """smdebug reads the job's DebugHookConfig from SMDEBUG_CONFIG_FILE_PATH
+    (SageMaker writes it to /opt/ml)."""
     from smdebug import modes
     from smdebug.trials import create_trial
 

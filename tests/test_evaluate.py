@@ -129,7 +129,8 @@ def test_train_writes_the_report_and_it_agrees_with_a_direct_computation(trained
     assert trained_run["eval_top5"] == saved["top5"] and trained_run["eval_macro_f1"] == saved["macro"]["f1"]
     assert trained_run["evaluation_report"] == str(out / "reports" / "evaluation.html")
     assert saved["model"] == trained_run["best_checkpoint"] and saved["num_images"] == 16
-    # Direct: the checkpoint's network, fed the way the run's config says (its weights' preprocessing), in fp32.
+    # Direct: the checkpoint's network, fed the way the run's config says (its weights' preprocessing),
+    # in fp32.
     run_cfg = OmegaConf.load(out / ".hydra" / "config.yaml")
     test_dir = Path(saved["folder"])
     dataset = ImageFolder(

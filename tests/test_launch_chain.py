@@ -1,4 +1,5 @@
-"""The whole SageMaker story offline: the shim trains as inside a job, then train → tune → deploy → invoke on moto.
+"""The whole SageMaker story offline: the shim trains as inside a job,
+then train → tune → deploy → invoke on moto.
 
 The in-job half runs for real (``launch.shim.main`` on generated data, SageMaker's environment variables,
 ``--key value`` hyperparameters); its model dir becomes the job's model.tar.gz in moto's S3, and the
@@ -175,7 +176,8 @@ def test_train_tune_deploy_invoke_on_moto(
         "serve/inference.py",
     } <= names
 
-    # Inside the job SageMaker tars SM_MODEL_DIR to the job's artifact: do what it does with the shim's output.
+    # Inside the job SageMaker tars SM_MODEL_DIR to the job's artifact:
+    # do what it does with the shim's output.
     artifact = io.BytesIO()
     with tarfile.open(fileobj=artifact, mode="w:gz") as tar:
         for path in (job["opt_ml"] / "model").iterdir():
@@ -210,7 +212,8 @@ def test_train_tune_deploy_invoke_on_moto(
     assert container["Image"].endswith("pytorch-inference:2.6.0-cpu-py312")
     assert sm.describe_endpoint(EndpointName="dogbreed-ep")["EndpointStatus"] == "InService"
 
-    # 4. invoke: moto answers with canned data, so queue what the artifact's handler computes for this request.
+    # 4. invoke: moto answers with canned data, so queue what the artifact's handler computes for this
+    # request.
     images = sorted((synthetic_root / "test").rglob("*.jpg"))[:2]
     body = json.dumps({"instances": [{"b64": base64.b64encode(p.read_bytes()).decode()} for p in images]})
     expected = _handler_answer(job["opt_ml"] / "model", body.encode(), "application/json")

@@ -1,4 +1,5 @@
-"""The three launch commands as a user runs them: --help, flag aliases, and (slow) the CLIs against moto_server."""
+"""The three launch commands as a user runs them: --help, flag aliases,
+and (slow) the CLIs against moto_server."""
 
 from __future__ import annotations
 
@@ -86,8 +87,8 @@ def test_the_three_commands_against_moto_server(
     common = [f"launch.role={ROLE}", "launch.bucket=bkt", "launch.wait=true", "launch.poll_s=1"]
 
     def run(module: str, *args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", module, *common, *args], env=env, capture_output=True, text=True,
-                              timeout=300, cwd=tmp_path)  # fmt: skip
+        done = subprocess.run([sys.executable, "-m", module, *common, *args], env=env, capture_output=True,
+                              text=True, timeout=300, cwd=tmp_path)  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 
@@ -108,8 +109,8 @@ def test_the_three_commands_against_moto_server(
     )
     urllib.request.urlopen(request, timeout=10)
     image = next((synthetic_root / "test").rglob("*.jpg"))
-    out = run("launch.deploy", "deploy.training_job=cli-job-1", "deploy.endpoint_name=cli-ep", f"deploy.images=[{image}]",
-              "deploy.batch=true")  # fmt: skip
+    out = run("launch.deploy", "deploy.training_job=cli-job-1", "deploy.endpoint_name=cli-ep",
+              f"deploy.images=[{image}]", "deploy.batch=true")  # fmt: skip
     assert "endpoint=cli-ep" in out and f"{image}: 003.Checkerboard (0.875)" in out
     out = run("launch.deploy", "--delete", "deploy.endpoint_name=cli-ep")
     assert "deleted endpoint=cli-ep" in out

@@ -41,8 +41,9 @@ def test_deploy_serverless_from_a_local_run_and_send_jpeg(aws: dict, tmp_path: P
     run_dir = tmp_path / "run"
     (run_dir / "model").mkdir(parents=True)
     model_archive(run_dir / "model" / "model.tar.gz")
-    overrides = [f"launch.role={ROLE}", "launch.bucket=bkt", f"deploy.model={run_dir}", "deploy.endpoint_name=ep-1",
-                 "deploy.serverless.enabled=true", "deploy.serverless.memory_size_in_mb=2048", f"paths.output_dir={tmp_path}"]  # fmt: skip
+    overrides = [f"launch.role={ROLE}", "launch.bucket=bkt", f"deploy.model={run_dir}",
+                 "deploy.endpoint_name=ep-1", "deploy.serverless.enabled=true",
+                 "deploy.serverless.memory_size_in_mb=2048", f"paths.output_dir={tmp_path}"]  # fmt: skip
     predictor = deploy.run(compose("launch_deploy", overrides))
     sm = boto3.client("sagemaker")
     assert (
@@ -58,9 +59,11 @@ def test_deploy_serverless_from_a_local_run_and_send_jpeg(aws: dict, tmp_path: P
     answer = {"predictions": [{"label": "001.Affenpinscher", "probability": 0.9, "top_k": []}]}
     runtime.add_response(
         "invoke_endpoint",
-        {"Body": io.BytesIO(b'{"predictions": [{"label": "001.Affenpinscher", "probability": 0.9, "top_k": []}]}'),
+        {"Body": io.BytesIO(b'{"predictions": [{"label": "001.Affenpinscher", "probability": 0.9, '
+                            b'"top_k": []}]}'),
          "ContentType": "application/json"},
-        {"EndpointName": "ep-1", "Body": image.read_bytes(), "ContentType": "image/jpeg", "Accept": "application/json"},
+        {"EndpointName": "ep-1", "Body": image.read_bytes(), "ContentType": "image/jpeg",
+         "Accept": "application/json"},
     )  # fmt: skip
     with runtime:
         assert deploy.predict_file(predictor, image) == answer

@@ -1,4 +1,5 @@
-"""Exact SageMaker API payloads (botocore Stubber on the SageMaker client; moto serves S3 for the code upload)."""
+"""Exact SageMaker API payloads (botocore Stubber on the SageMaker client;
+moto serves S3 for the code upload)."""
 
 from __future__ import annotations
 
@@ -205,8 +206,9 @@ def test_create_training_job_spot_distributed_isolated(
     )
     overrides = [
         *COMMON, f"launch.job_name={name}", "launch.instance_count=2", "launch.instance_type=ml.g5.12xlarge",
-        "launch.use_spot=true", "launch.max_run=3600", "launch.network_isolation=true", f"launch.weights={weights}",
-        "+launch.environment.TORCH_HOME=/opt/ml/input/data/weights", f"paths.output_dir={tmp_path}",
+        "launch.use_spot=true", "launch.max_run=3600", "launch.network_isolation=true",
+        f"launch.weights={weights}", "+launch.environment.TORCH_HOME=/opt/ml/input/data/weights",
+        f"paths.output_dir={tmp_path}",
     ]  # fmt: skip
     train.run(compose("launch_train", overrides), overrides)
     made["stubber"].assert_no_pending_responses()
@@ -283,10 +285,11 @@ def test_create_tuning_job(aws: dict, monkeypatch: pytest.MonkeyPatch, tmp_path:
     }
     made = stub_session(
         tune_sagemaker, monkeypatch,
-        lambda s: s.add_response("create_hyper_parameter_tuning_job", {"HyperParameterTuningJobArn": "arn:x"}, expected),
+        lambda s: s.add_response("create_hyper_parameter_tuning_job", {"HyperParameterTuningJobArn": "arn:x"},
+                                 expected),
     )  # fmt: skip
-    overrides = [*COMMON, "backend=sagemaker", f"tune.job_name={name}", "tune.warm_start.parents=[dogbreed-tune-0]",
-                 f"paths.output_dir={tmp_path}"]  # fmt: skip
+    overrides = [*COMMON, "backend=sagemaker", f"tune.job_name={name}",
+                 "tune.warm_start.parents=[dogbreed-tune-0]", f"paths.output_dir={tmp_path}"]  # fmt: skip
     assert tune.run(compose("launch_tune", overrides), overrides) == {
         "tuning_job": name,
         "region": "us-east-1",
@@ -301,13 +304,15 @@ def test_hyperband_and_attach_report_the_best_job(
 
     best = {
         "HyperParameterTuningJobName": "old-tune", "HyperParameterTuningJobArn": "arn:x",
-        "HyperParameterTuningJobConfig": {"Strategy": "Hyperband", "ResourceLimits": {"MaxParallelTrainingJobs": 2}},
+        "HyperParameterTuningJobConfig": {"Strategy": "Hyperband",
+                                          "ResourceLimits": {"MaxParallelTrainingJobs": 2}},
         "HyperParameterTuningJobStatus": "Completed", "CreationTime": 0,
         "TrainingJobStatusCounters": {"Completed": 8}, "ObjectiveStatusCounters": {"Succeeded": 8},
         "BestTrainingJob": {
             "TrainingJobName": "old-tune-007-abc", "TrainingJobArn": "arn:y", "CreationTime": 0,
             "TrainingJobStatus": "Completed",
-            "TunedHyperParameters": {"model.lr": "0.0123", "model.optimizer": '"adam"', "data.batch_size": '"64"'},
+            "TunedHyperParameters": {"model.lr": "0.0123", "model.optimizer": '"adam"',
+                                     "data.batch_size": '"64"'},
             "FinalHyperParameterTuningJobObjectiveMetric": {"MetricName": "val_acc", "Value": 0.91},
         },
     }  # fmt: skip
@@ -326,7 +331,8 @@ def test_hyperband_and_attach_report_the_best_job(
     best_yaml = (tmp_path / "best.yaml").read_text()
     assert "lr: 0.0123" in best_yaml and "optimizer: adam" in best_yaml and "batch_size: 64" in best_yaml
 
-    kwargs = tune_sagemaker.tuner_kwargs(compose("launch_tune", ["tune.strategy=Hyperband", "tune.early_stopping_type=Off",
+    kwargs = tune_sagemaker.tuner_kwargs(compose("launch_tune", ["tune.strategy=Hyperband",
+                                                                 "tune.early_stopping_type=Off",
                                                                  "trainer.max_epochs=9"]).tune)  # fmt: skip
     config = kwargs["strategy_config"].to_input_req()
     assert config == {"HyperbandStrategyConfig": {"MinResource": 1, "MaxResource": 9}}
@@ -382,8 +388,8 @@ def test_staged_source_is_the_whole_job(tmp_path: Path) -> None:
         assert {"lightning", "hydra-core", "torchmetrics", "smdebug", "pandas"} <= names
         assert not names & {"torch", "torchvision", "sagemaker", "optuna", "dogbreed"}  # the image has torch
         assert "from launch.shim import main" in (root / ENTRY_POINT).read_text()
-        probe = ("import dogbreed, dogbreed.config, launch.shim; "
-                 "print(dogbreed.__file__); print((dogbreed.config.CONFIG_DIR / 'train.yaml').is_file())")  # fmt: skip
+        probe = ("import dogbreed, dogbreed.config, launch.shim; print(dogbreed.__file__); "
+                 "print((dogbreed.config.CONFIG_DIR / 'train.yaml').is_file())")  # fmt: skip
         done = subprocess.run(
             [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=60
         )

@@ -1,4 +1,5 @@
-"""serve/batching.py: concurrent submissions share a forward pass; nobody waits for requests that don't exist."""
+"""serve/batching.py: concurrent submissions share a forward pass;
+nobody waits for requests that don't exist."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The SageMaker entry shim: hyperparameters and SM_* variables → Hydra overrides, parsed by a real @hydra.main."""
+"""The SageMaker entry shim: hyperparameters and SM_* variables → Hydra overrides,
+parsed by a real @hydra.main."""
 
 from __future__ import annotations
 
@@ -155,7 +156,8 @@ def test_weights_channel_and_checkpoint_resume(tmp_path: Path) -> None:
 def test_translated_overrides_parse_with_the_real_hydra_main(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The overrides go through a real ``@hydra.main`` on dogbreed's train config: types and groups come out right."""
+    """The overrides go through a real ``@hydra.main`` on dogbreed's train config:
+    types and groups come out right."""
     env = {
         **CONTAINER,
         "SM_CHANNEL_TRAIN": str(tmp_path / "in put/train"),  # a space in the path must be quoted

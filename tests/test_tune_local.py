@@ -1,4 +1,5 @@
-"""``launch.tune backend=local``: an Optuna sweep on generated data — pruning, a crashing trial, best.yaml, resume."""
+"""``launch.tune backend=local``: an Optuna sweep on generated data — pruning, a crashing trial, best.yaml,
+resume."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ from dogbreed.config import ConfigError, compose
 from launch.space import Categorical, Continuous, Integer, build_space
 
 TRAIN = [  # tiny CPU runs: 2 epochs on the 4-class fixture, no logger/test/reports
-    "data.num_workers=0", "data.batch_size=16", "model=mobilenet_v2", "model.allow_random_init=true", "trainer=cpu",
-    "trainer.max_epochs=2", "trainer.num_sanity_val_steps=0", "logger=none", "test=false",
+    "data.num_workers=0", "data.batch_size=16", "model=mobilenet_v2", "model.allow_random_init=true",
+    "trainer=cpu", "trainer.max_epochs=2", "trainer.num_sanity_val_steps=0", "logger=none", "test=false",
     "++callbacks.debugger=null", "++callbacks.profiler=null",
 ]  # fmt: skip
 SPACE = [  # the learning rate, and an optimizer choice with one value training cannot use
-    "tune.space.batch_size=null", "tune.space.epochs=null", "tune.space.momentum=null", "tune.space.lr.low=1e-5",
+    "tune.space.batch_size=null", "tune.space.epochs=null", "tune.space.momentum=null",
+    "tune.space.lr.low=1e-5",
     "+tune.space.opt={_target_:launch.space.Categorical,key:model.optimizer,choices:[sgd,no_such_optimizer]}",
     "tune.pruner.n_startup_trials=2", "tune.pruner.n_warmup_steps=0",
 ]  # fmt: skip

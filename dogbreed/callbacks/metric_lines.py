@@ -29,7 +29,8 @@ def format_line(values: dict[str, float]) -> str:
 
 
 class MetricLines(pl.Callback):
-    """At the end of each training epoch (after its validation), print ``epoch=… train_loss=… val_loss=… val_acc=…``."""
+    """At the end of each training epoch (after its validation),
+    print ``epoch=… train_loss=… val_loss=… val_acc=…``."""
 
     def __init__(self, keys: tuple[str, ...] = EPOCH_KEYS) -> None:
         self.keys = tuple(keys)

@@ -71,10 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
         "download",
         help="fetch and extract the dog dataset",
         description=(
-            "Download the dataset archive with a progress bar, resume an interrupted transfer (HTTP Range), verify "
-            "its checksum (--checksum, or the server's ETag when it is an MD5 as on S3), extract it safely "
-            "(absolute paths, '..' entries and symlinks are refused) into a temporary folder and rename that into "
-            "DEST/<archive name>. A no-op when the dataset is already there."
+            "Download the dataset archive with a progress bar, resume an interrupted transfer (HTTP Range), "
+            "verify its checksum (--checksum, or the server's ETag when it is an MD5 as on S3), extract it "
+            "safely (absolute paths, '..' entries and symlinks are refused) into a temporary folder and "
+            "rename that into DEST/<archive name>. A no-op when the dataset is already there."
         ),
     )
     p.add_argument("--url", default=DEFAULT_URL, help="archive URL (default: %(default)s)")
@@ -98,10 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="decode every image and report problems",
         description=(
             "Scan every split in parallel, fully decoding each image, and report by path: zero-byte files, "
-            "non-images, undecodable or truncated images, images smaller than --min-size, unusual modes (CMYK, "
-            "16-bit, alpha, palette with transparency), exact duplicates within and across splits, class folders "
-            "missing from a split, empty classes and class imbalance. Exit status 1 when anything would break "
-            "training (errors), 0 otherwise."
+            "non-images, undecodable or truncated images, images smaller than --min-size, unusual modes "
+            "(CMYK, 16-bit, alpha, palette with transparency), exact duplicates within and across splits, "
+            "class folders missing from a split, empty classes and class imbalance. Exit status 1 when "
+            "anything would break training (errors), 0 otherwise."
         ),
     )
     p.add_argument(
@@ -112,7 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--quarantine",
         type=Path,
         metavar="DIR",
-        help="move broken files (zero-byte, non-image, undecodable, truncated) to DIR, keeping their paths relative to ROOT; nothing is deleted",
+        help=(
+            "move broken files (zero-byte, non-image, undecodable, truncated) to DIR, keeping their paths "
+            "relative to ROOT; nothing is deleted"
+        ),
     )
     p.add_argument(
         "--min-size",
@@ -126,7 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=10.0,
         metavar="RATIO",
-        help="warn when a split's largest class has more than RATIO times the images of its smallest (default: %(default)s)",
+        help=(
+            "warn when a split's largest class has more than RATIO times the images of its smallest "
+            "(default: %(default)s)"
+        ),
     )
     p.add_argument("--workers", type=int, help="decoding processes (default: one per available core)")
     p.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
@@ -137,8 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
         "show",
         help="PNG grid of samples and a bar chart of images per class",
         description=(
-            "Write OUT/samples_<split>.png (N random images titled with their class) and OUT/class_counts.png "
-            "(images per class, stacked by split)."
+            "Write OUT/samples_<split>.png (N random images titled with their class) and "
+            "OUT/class_counts.png (images per class, stacked by split)."
         ),
     )
     p.add_argument(
@@ -160,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one subcommand: 0 ok, 1 dataset problems or a failed download, 2 bad options (message names which)."""
+    """Run one subcommand: 0 ok, 1 dataset problems or a failed download, 2 bad options
+    (message names which)."""
     from dogbreed.data.download import DownloadError
     from dogbreed.data.layout import DatasetError
 

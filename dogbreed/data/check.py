@@ -292,8 +292,9 @@ def run_check(
                     WARNING,
                     "imbalance",
                     layout.splits[split].relative_to(layout.root).as_posix(),
-                    f"{stats['max']} images in {stats['max_class']} vs {stats['min']} in {stats['min_class']} "
-                    f"(ratio {stats['max'] / stats['min']:.1f} > --max-imbalance {max_imbalance:g})",
+                    f"{stats['max']} images in {stats['max_class']} vs {stats['min']} in "
+                    f"{stats['min_class']} (ratio {stats['max'] / stats['min']:.1f} > --max-imbalance "
+                    f"{max_imbalance:g})",
                 )
             )
     report.seconds = time.perf_counter() - start
@@ -329,8 +330,9 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def format_table(report: CheckReport) -> str:
     """The human-readable report: per-split class statistics, then every problem by path."""
     lines = [
-        f"{report.root}: {report.files:,} files, {report.images:,} usable images; checked in {report.seconds:.1f} s "
-        f"({report.images_per_s:,.0f} files/s, {report.workers} worker{'s' * (report.workers > 1)})",
+        f"{report.root}: {report.files:,} files, {report.images:,} usable images; checked in "
+        f"{report.seconds:.1f} s ({report.images_per_s:,.0f} files/s, {report.workers} "
+        f"worker{'s' * (report.workers > 1)})",
         "",
     ]
     rows = [
@@ -364,7 +366,8 @@ def format_table(report: CheckReport) -> str:
         lines.append(f"quarantined {moved} broken file{'s' * (moved != 1)} (moved, not deleted)")
     if blocking:
         lines.append(
-            f"FAILED: {blocking} problem{'s' * (blocking != 1)} would break training; {warned} warning{'s' * (warned != 1)}."
+            f"FAILED: {blocking} problem{'s' * (blocking != 1)} would break training; {warned} "
+            f"warning{'s' * (warned != 1)}."
         )
         if not moved:
             lines.append(

@@ -164,7 +164,10 @@ class ImageFolderDataModule(pl.LightningDataModule):
             raise layout_mod.DatasetError(
                 f"data.verify found problems that would break training in {self.root}:\n  - "
                 + "\n  - ".join(report.blocking_lines())
-                + f"\nRun `python -m dogbreed.data check {self.root} --quarantine DIR` to move the broken files out."
+                + (
+                    f"\nRun `python -m dogbreed.data check {self.root} --quarantine DIR` to move the broken "
+                    "files out."
+                )
             )
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:

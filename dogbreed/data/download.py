@@ -139,11 +139,12 @@ def fetch(
                 have = part.stat().st_size if part.exists() else 0
                 if attempt == retries:
                     raise DownloadError(
-                        f"download of {url} interrupted after {have:,} bytes ({_reason(exc)}). The partial file "
-                        f"{part} is kept: run the same command again to resume."
+                        f"download of {url} interrupted after {have:,} bytes ({_reason(exc)}). The partial "
+                        f"file {part} is kept: run the same command again to resume."
                     ) from exc
                 echo(
-                    f"transfer interrupted at {have:,} bytes ({_reason(exc)}); resuming in {retry_wait * 2**attempt:g} s"
+                    f"transfer interrupted at {have:,} bytes ({_reason(exc)}); resuming in "
+                    f"{retry_wait * 2**attempt:g} s"
                 )
                 time.sleep(retry_wait * 2**attempt)
     meta.unlink(missing_ok=True)
@@ -248,7 +249,8 @@ def extract(archive: Path, target: Path, progress: bool = True) -> Path:
         free = shutil.disk_usage(target.parent).free
         if need > free:
             raise DownloadError(
-                f"extracting {archive.name} needs {need / 2**30:.1f} GiB but {target.parent} has {free / 2**30:.1f} GiB free"
+                f"extracting {archive.name} needs {need / 2**30:.1f} GiB but {target.parent} has "
+                f"{free / 2**30:.1f} GiB free"
             )
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
         try:
@@ -280,7 +282,8 @@ def _dataset_folder(tmp: Path, archive: Path) -> Path:
             continue
     found = ", ".join(sorted(p.name for p in top)) or "nothing"
     raise DownloadError(
-        f"{archive} holds no train/, valid/ (or val/) and test/ folders (top level: {found}); is it the right archive?"
+        f"{archive} holds no train/, valid/ (or val/) and test/ folders (top level: {found}); is it the "
+        "right archive?"
     )
 
 
@@ -360,7 +363,8 @@ def download(
     except DownloadError as exc:
         if not archive:
             exc.args = (
-                f"{exc} The downloaded archive is kept at {zip_path}: delete it, or pass --force to fetch it again.",
+                f"{exc} The downloaded archive is kept at {zip_path}: delete it, or pass --force to fetch it "
+                "again.",
             )
         raise
     if not archive and not keep_archive:

@@ -75,11 +75,13 @@ def structural_problems(layout: Layout) -> list[str]:
         lacking = sorted(set(reference) - set(names))
         if extra:
             problems.append(
-                f"class folders in {layout.splits[split]} but not in {layout.splits[reference_split]}: {', '.join(extra)}"
+                f"class folders in {layout.splits[split]} but not in {layout.splits[reference_split]}: "
+                f"{', '.join(extra)}"
             )
         if lacking:
             problems.append(
-                f"class folders in {layout.splits[reference_split]} but not in {layout.splits[split]}: {', '.join(lacking)}"
+                f"class folders in {layout.splits[reference_split]} but not in {layout.splits[split]}: "
+                f"{', '.join(lacking)}"
             )
     for split, names in classes.items():
         for name in names:

@@ -1,4 +1,5 @@
-"""``python -m dogbreed.debug analyze PATH``: run the Debugger rules over an smdebug trial and write the report.
+"""``python -m dogbreed.debug analyze PATH``: run the Debugger rules over an smdebug trial and write the
+report.
 
 PATH is an smdebug trial folder: the local one a run writes (``<output_dir>/debug-output``) or a SageMaker
 job's Debugger output downloaded from S3 (``aws s3 sync s3://…/<job>/debug-output ./debug-output``).

@@ -57,7 +57,8 @@ def _smdebug_mode(value: Any) -> str:
         raise ValueError(f"callbacks.debugger.smdebug={value!r}: use auto, sagemaker, local or false")
     if mode == "local" and not smdebug_bridge.available():
         raise ValueError(
-            "callbacks.debugger.smdebug=local needs the smdebug extra: pip install 'dogbreed[smdebug]' (or set it to false)"
+            "callbacks.debugger.smdebug=local needs the smdebug extra: pip install 'dogbreed[smdebug]' "
+            "(or set it to false)"
         )
     return mode
 

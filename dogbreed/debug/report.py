@@ -1,4 +1,5 @@
-"""``reports/debugger.json`` (the shared rule shape plus series and findings) and a self-contained HTML page."""
+"""``reports/debugger.json`` (the shared rule shape plus series and findings) and a self-contained HTML
+page."""
 
 from __future__ import annotations
 
@@ -132,9 +133,15 @@ def render_html(
 ) -> str:
     """The report page: rules, loss with rule markers, rule timeline, gradient norms, parameters, findings."""
     issues = [r.name for r in results if r.status == "IssuesFound"]
-    summary = f"<p><b>{len(issues)}</b> of {len(results)} rules found issues{': ' + esc(', '.join(issues)) if issues else ''}."
+    summary = (
+        f"<p><b>{len(issues)}</b> of {len(results)} rules found "
+        f"issues{': ' + esc(', '.join(issues)) if issues else ''}."
+    )
     if stopped:
-        summary += f" Training was <b>stopped</b> at step {esc(stopped['step'])} by {esc(stopped['rule'])} (action: stop)."
+        summary += (
+            f" Training was <b>stopped</b> at step {esc(stopped['step'])} by {esc(stopped['rule'])} "
+            "(action: stop)."
+        )
     sections = [("Rules", summary + "</p>" + rules_table(results))]
     sections.append(
         (

@@ -20,7 +20,8 @@ class Finding:
 
 
 class Rule:
-    """A Debugger rule: ``defaults`` are SageMaker's parameters; ``action`` is warn (log) or stop (end fit)."""
+    """A Debugger rule: ``defaults`` are SageMaker's parameters; ``action`` is warn (log) or stop
+    (end fit)."""
 
     name: ClassVar[str]
     defaults: ClassVar[dict[str, Any]]
@@ -49,7 +50,8 @@ class Rule:
             return float(value) if kind is float else value
         if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
             raise ValueError(
-                f"callbacks.debugger.rules.{self.name}.{key}={value!r} must be {kind.__name__} (default {self.defaults[key]!r})"
+                f"callbacks.debugger.rules.{self.name}.{key}={value!r} must be {kind.__name__} (default "
+                f"{self.defaults[key]!r})"
             )
         return value
 

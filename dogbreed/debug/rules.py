@@ -43,7 +43,8 @@ class VanishingGradient(Rule):
                 out.append(
                     self._finding(
                         rec.step,
-                        f"{len(small)} of {len(rec.gradients)} gradient tensors have mean |g| < {threshold:g}: {names_preview(small)}",
+                        f"{len(small)} of {len(rec.gradients)} gradient tensors have mean |g| < "
+                        f"{threshold:g}: {names_preview(small)}",
                     )
                 )
         return out
@@ -102,11 +103,13 @@ class PoorWeightInitialization(Rule):
             self._regex = re.compile(self.activation_inputs_regex)
         except re.error as exc:
             raise ValueError(
-                f"callbacks.debugger.rules.{self.name}.activation_inputs_regex={self.activation_inputs_regex!r}: {exc}"
+                f"callbacks.debugger.rules.{self.name}."
+                f"activation_inputs_regex={self.activation_inputs_regex!r}: {exc}"
             ) from None
 
     def _loss_stall(self, history: History) -> int | None:
-        """First step at which the per-step loss had not beaten its best for ``patience`` steps (first steps)."""
+        """First step at which the per-step loss had not beaten its best for ``patience`` steps
+        (first steps)."""
         best, since = math.inf, 0
         for rec in history.records:
             if rec.step >= self.steps or not finite(rec.loss):
@@ -121,7 +124,8 @@ class PoorWeightInitialization(Rule):
 
     def findings(self, history: History) -> list[Finding]:
         """(a) activation-input variance differs > ``threshold``x across layers, or (b) the gradients' 5-95
-        percentile spread is below ``distribution_range`` while the loss has stalled for ``patience`` steps."""
+        percentile spread is below ``distribution_range`` while the loss has stalled for ``patience``
+        steps."""
         regex = self._regex
         stall = self._loss_stall(history)
         out = []
@@ -145,7 +149,8 @@ class PoorWeightInitialization(Rule):
             if narrow and stall is not None and rec.step >= stall:
                 reasons.append(
                     f"gradients' 5-95 percentile spread {rec.grad_spread:.3g} < distribution_range "
-                    f"{self.distribution_range:g} and the loss has not improved for {self.patience} steps (since step {stall})"
+                    f"{self.distribution_range:g} and the loss has not improved for {self.patience} steps "
+                    f"(since step {stall})"
                 )
             if reasons:
                 out.append(self._finding(rec.step, "; ".join(reasons)))
@@ -174,7 +179,8 @@ class LossNotDecreasing(Rule):
             )
 
     def _series(self, history: History) -> tuple[str, list[tuple[int, float]]]:
-        """mode null: validation loss when the run validates, else train loss (SageMaker: EVAL, then TRAIN)."""
+        """mode null: validation loss when the run validates, else train loss (SageMaker: EVAL,
+        then TRAIN)."""
         mode = None if self.mode is None else self.MODES[str(self.mode).upper()]
         if mode is None:
             validates = (
@@ -203,14 +209,17 @@ class LossNotDecreasing(Rule):
                 out.append(
                     self._finding(
                         step,
-                        f"{label} loss went from {ref_value:.4g} (step {ref_step}) to {value:.4g} (step {step}), {change:+.3g}%: it should drop by at least diff_percent {self.diff_percent:g}%",
+                        f"{label} loss went from {ref_value:.4g} (step {ref_step}) to {value:.4g} (step "
+                        f"{step}), {change:+.3g}%: it should drop by at least diff_percent "
+                        f"{self.diff_percent:g}%",
                     )
                 )
             elif rise > self.increase_threshold_percent:
                 out.append(
                     self._finding(
                         step,
-                        f"{label} loss {value:.4g} is {rise:.3g}% above its minimum {best:.4g} (> increase_threshold_percent {self.increase_threshold_percent:g}%)",
+                        f"{label} loss {value:.4g} is {rise:.3g}% above its minimum {best:.4g} (> "
+                        f"increase_threshold_percent {self.increase_threshold_percent:g}%)",
                     )
                 )
         return out
@@ -251,7 +260,8 @@ class Overfit(Rule):
                 out.append(
                     self._finding(
                         step,
-                        f"validation loss {val:.4g} vs training loss {train:.4g}: (val - train) / train = {ratio:.3g} > ratio_threshold {self.ratio_threshold:g} for {streak} validation(s)",
+                        f"validation loss {val:.4g} vs training loss {train:.4g}: (val - train) / train = "
+                        f"{ratio:.3g} > ratio_threshold {self.ratio_threshold:g} for {streak} validation(s)",
                     )
                 )
         return out
@@ -288,14 +298,19 @@ class Overtraining(Rule):
                 out.append(
                     self._finding(
                         step,
-                        f"validation loss has not improved by delta {self.delta:g} for {since[1]} validations (best {best[1]:.4g} at step {best_val_step}) while training loss keeps improving ({value:.4g} now vs train {best[0]:.4g})",
+                        f"validation loss has not improved by delta {self.delta:g} for {since[1]} "
+                        f"validations (best {best[1]:.4g} at step {best_val_step}) while training loss keeps "
+                        f"improving ({value:.4g} now vs train {best[0]:.4g})",
                     )
                 )
         return out
 
     def missing(self, history: History) -> str | None:
         if len(history.val_loss) <= self.patience_validation:
-            return f"needs more than patience_validation={self.patience_validation} validation runs, got {len(history.val_loss)}"
+            return (
+                f"needs more than patience_validation={self.patience_validation} validation runs, got "
+                f"{len(history.val_loss)}"
+            )
         return None
 
 
@@ -320,11 +335,13 @@ class WeightUpdateRatio(Rule):
             parts = []
             if large:
                 parts.append(
-                    f"{len(large)} weight(s) changed by more than {self.large_threshold:g}x their norm: {names_preview(large)}"
+                    f"{len(large)} weight(s) changed by more than {self.large_threshold:g}x their norm: "
+                    f"{names_preview(large)}"
                 )
             if small:
                 parts.append(
-                    f"{len(small)} of {len(rec.updates)} weight(s) changed by less than {self.small_threshold:g} of their norm: {names_preview(small)}"
+                    f"{len(small)} of {len(rec.updates)} weight(s) changed by less than "
+                    f"{self.small_threshold:g} of their norm: {names_preview(small)}"
                 )
             if parts:
                 out.append(self._finding(rec.step, "; ".join(parts)))
@@ -360,7 +377,8 @@ class DeadRelu(Rule):
                 out.append(
                     self._finding(
                         rec.step,
-                        f"{len(dead)} layer(s) have more than {self.threshold_layer:g}% dead units (active < {self.threshold_inactivity:g}% of the time); worst {worst}: {dead[worst]:.0f}%",
+                        f"{len(dead)} layer(s) have more than {self.threshold_layer:g}% dead units (active < "
+                        f"{self.threshold_inactivity:g}% of the time); worst {worst}: {dead[worst]:.0f}%",
                     )
                 )
         return out
@@ -389,7 +407,8 @@ RULES: dict[str, type[Rule]] = {
 
 
 def build_rules(config: Mapping[str, Mapping[str, Any] | None] | None = None) -> list[Rule]:
-    """Rules from ``{name: {action, **params} | None}``; a null entry switches that rule off; None = all defaults."""
+    """Rules from ``{name: {action, **params} | None}``; a null entry switches that rule off;
+    None = all defaults."""
     if config is None:
         return [cls() for cls in RULES.values()]
     rules = []

@@ -37,7 +37,8 @@ def available() -> bool:
 
 
 def patch_numpy2() -> None:
-    """Make smdebug's writer use ``ndarray.tobytes()`` (same bytes) instead of ``tostring()`` (gone in NumPy 2).
+    """Make smdebug's writer use ``ndarray.tobytes()`` (same bytes) instead of ``tostring()``
+    (gone in NumPy 2).
 
     smdebug builds every TensorProto in ``smdebug.core.tfevent.util.make_tensor_proto`` (imported by name into
     ``smdebug.core.writer``); both references are replaced. Idempotent; a no-op on NumPy < 2.
@@ -108,7 +109,8 @@ class SmdebugHook:
                 save_config=save,
                 include_collections=["losses", "weights", "biases", "gradients"],
             )
-            del_hook()  # every smdebug Hook makes itself the process singleton; a local one must not pose as the job's
+            # every smdebug Hook makes itself the process singleton; a local one must not pose as the job's
+            del_hook()
         self.hook = hook
         self.out_dir = str(getattr(hook, "out_dir", out_dir)) if hook is not None else None
         self._module: nn.Module | None = None
@@ -171,10 +173,12 @@ def load_trial(
     input_regex: str = ".*relu_input",
     output_regex: str = ".*relu_output",
 ) -> History:
-    """Read an smdebug trial (local folder, e.g. a SageMaker job's downloaded ``debug-output``) into a History.
+    """Read an smdebug trial (local folder, e.g. a SageMaker job's downloaded ``debug-output``) into a
+    History.
 
     Losses come from the ``losses`` collection (TRAIN mode: the saved steps' own losses, so noisier than
-    the live history's interval means; EVAL mode: one mean per validation run); gradients/weights/biases from their collections; tensors matching ``input_regex`` /
+    the live history's interval means; EVAL mode: one mean per validation run); gradients/weights/biases
+    from their collections; tensors matching ``input_regex`` /
     ``output_regex`` feed PoorWeightInitialization/DeadRelu. The 5–95 percentile spread of the gradients is
     computed for TRAIN steps below ``first_steps``. A weight's update at a saved step is its change until the
     next saved step (one optimizer step when weights are saved every step, as SageMaker's rule requires).
@@ -186,7 +190,8 @@ def load_trial(
         )
     if not (path / "index").is_dir() and not (path / "events").is_dir():
         raise ValueError(
-            f"{path}: not an smdebug trial (expected index/ and events/ inside; a SageMaker job writes them under debug-output/)"
+            f"{path}: not an smdebug trial (expected index/ and events/ inside; a SageMaker job writes them "
+            "under debug-output/)"
         )
     _import_smdebug()
     from smdebug import modes

@@ -69,12 +69,14 @@ class EvalSettings:
 
     @property
     def report_name(self) -> str:
-        """``evaluation`` for the test split, ``evaluation_<split>`` otherwise (so they never overwrite each other)."""
+        """``evaluation`` for the test split, ``evaluation_<split>`` otherwise
+        (so they never overwrite each other)."""
         return "evaluation" if self.split == "test" else f"evaluation_{self.split}"
 
 
 def settings_from(node: Any) -> EvalSettings:
-    """``cfg.evaluate`` → EvalSettings through its ``_target_``; a bad value raises its own error, unwrapped."""
+    """``cfg.evaluate`` → EvalSettings through its ``_target_``; a bad value raises its own error,
+    unwrapped."""
     from hydra.errors import InstantiationException
 
     try:

@@ -23,7 +23,8 @@ log = logging.getLogger("dogbreed.evaluate")
 
 
 def run_directory(ckpt: Path) -> Path | None:
-    """The training run ``ckpt`` belongs to (``<run>/checkpoints/x.ckpt``, ``<run>/model/model.pt``), if any."""
+    """The training run ``ckpt`` belongs to (``<run>/checkpoints/x.ckpt``, ``<run>/model/model.pt``),
+    if any."""
     start = ckpt if ckpt.is_dir() else ckpt.parent
     for candidate in (start, start.parent):
         if (candidate / ".hydra" / "config.yaml").is_file():
@@ -49,7 +50,8 @@ def run(cfg: DictConfig) -> Report:
     """Resolve model, data and output folder from ``cfg`` (``conf/eval.yaml``) and write the report."""
     if OmegaConf.is_missing(cfg, "ckpt"):
         raise ConfigError(
-            "ckpt is required: python -m dogbreed.evaluate ckpt=outputs/…/checkpoints/best….ckpt (or model.pt / model.tar.gz)"
+            "ckpt is required: python -m dogbreed.evaluate ckpt=outputs/…/checkpoints/best….ckpt "
+            "(or model.pt / model.tar.gz)"
         )
     ckpt = Path(cfg.ckpt).expanduser()
     if not ckpt.exists():

@@ -67,7 +67,8 @@ def _load_torchscript(data: bytes | str, origin: Path) -> torch.jit.ScriptModule
         ) from None
     if not hasattr(module, "class_names") or not hasattr(module, "predict_images"):
         raise ValueError(
-            f"{origin} is TorchScript but not a dogbreed export (no class_names / predict_images); re-export it"
+            f"{origin} is TorchScript but not a dogbreed export (no class_names / predict_images); "
+            "re-export it"
         )
     return module
 

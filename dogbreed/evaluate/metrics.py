@@ -203,7 +203,8 @@ def compute(
     n, c = probs.shape
     if n == 0 or c != len(class_names) or targets.shape != (n,):
         raise ValueError(
-            f"need probs (N, {len(class_names)}) and targets (N,) with N > 0, got {tuple(probs.shape)} and {tuple(targets.shape)}"
+            f"need probs (N, {len(class_names)}) and targets (N,) with N > 0, got {tuple(probs.shape)} and "
+            f"{tuple(targets.shape)}"
         )
     k = min(5, c)
     kw = {"num_classes": c}

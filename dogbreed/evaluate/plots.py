@@ -33,7 +33,8 @@ def to_png(fig: Figure, dpi: int = 100, tight: bool = True) -> bytes:
 
 
 def confusion_figure(confusion: torch.Tensor, class_names: list[str], classes: list[int]) -> Figure:
-    """Counts for the ``classes`` block (rows true, columns predicted), coloured by share of the true class."""
+    """Counts for the ``classes`` block (rows true, columns predicted),
+    coloured by share of the true class."""
     cm = confusion.long()
     idx = torch.tensor(classes, dtype=torch.long)
     block = cm[idx][:, idx].numpy()
@@ -73,7 +74,8 @@ def confusion_figure(confusion: torch.Tensor, class_names: list[str], classes: l
 
 
 def reliability_figure(calibration: dict) -> Figure:
-    """Accuracy against confidence per bin (with the gap to the diagonal), and how many images each bin holds."""
+    """Accuracy against confidence per bin (with the gap to the diagonal),
+    and how many images each bin holds."""
     bins = calibration["bins"]
     n = len(bins)
     centers = np.array([(b["lower"] + b["upper"]) / 2 for b in bins])
@@ -147,8 +149,8 @@ def top_losses_figure(items: list[dict], columns: int = 4, thumb: int = 200) -> 
         ax.text(
             x0 + thumb / 2,
             y0 - 4,
-            f"true: {short_name(item['true'])}\npred: {short_name(item['predicted'])} ({item['p_predicted']:.2f})\n"
-            f"p(true) {item['p_true']:.2f} · loss {item['loss']:.2f}",
+            f"true: {short_name(item['true'])}\npred: {short_name(item['predicted'])} "
+            f"({item['p_predicted']:.2f})\np(true) {item['p_true']:.2f} · loss {item['loss']:.2f}",
             ha="center",
             va="bottom",
             fontsize=8,

@@ -1,4 +1,5 @@
-"""Write the evaluation report: JSON, the full confusion matrix as CSV, PNGs, and one self-contained HTML page.
+"""Write the evaluation report: JSON, the full confusion matrix as CSV, PNGs,
+and one self-contained HTML page.
 
 Files (``NAME`` is ``evaluation`` for the test split, ``evaluation_<split>`` otherwise), all in one folder:
 ``NAME.json``, ``NAME.html`` (figures inlined, opens offline), ``NAME_confusion.csv``,
@@ -73,9 +74,9 @@ def _summary(m: Metrics) -> str:
         ),
     ]
     note = (
-        '<p class="muted">Macro averages treat every class alike (a rare breed counts as much as a common one); '
-        "weighted averages weight each class by its number of images. A macro F1 well below top-1 accuracy "
-        "means a few classes fail badly.</p>"
+        '<p class="muted">Macro averages treat every class alike (a rare breed counts as much as a common '
+        "one); weighted averages weight each class by its number of images. A macro F1 well below top-1 "
+        "accuracy means a few classes fail badly.</p>"
     )
     return H.table(["Metric", "Value"], rows) + note
 
@@ -88,8 +89,9 @@ def _pairs(m: Metrics) -> str:
         for i, p in enumerate(m.most_confused)
     ]
     note = (
-        '<p class="muted">Pairs of classes the model mixes up, both directions added. “A as B” counts images of A '
-        "predicted as B. Pairs near the top are where more data, cleaner labels or a closer look help most.</p>"
+        '<p class="muted">Pairs of classes the model mixes up, both directions added. “A as B” counts '
+        "images of A predicted as B. Pairs near the top are where more data, cleaner labels or a closer "
+        "look help most.</p>"
     )
     return note + H.table(
         ["#", "Class A", "Class B", "A as B", "B as A", "Errors", "Share of the pair's images"], rows
@@ -133,8 +135,8 @@ def _calibration(m: Metrics, png: bytes) -> str:
     note = (
         f"<p>Mean confidence {cal['mean_confidence']:.3f} against top-1 accuracy {m.top1:.3f}: the model is "
         f"<b>{H.esc(verdict)}</b>. Expected calibration error {cal['ece']:.4f} is the average gap between "
-        "confidence and accuracy over the bins, weighted by their images; 0 is perfect. Bars below the diagonal "
-        "mean over-confidence.</p>"
+        "confidence and accuracy over the bins, weighted by their images; 0 is perfect. Bars below the "
+        "diagonal mean over-confidence.</p>"
     )
     return note + H.png_img(png, "reliability diagram")
 
@@ -161,7 +163,8 @@ def _per_class(m: Metrics) -> str:
 def write_report(
     metrics: Metrics, out_dir: str | Path, name: str, context: dict[str, Any], confusion_classes: int = 20
 ) -> Report:
-    """Write every file of the report into ``out_dir``; ``context`` (model, data, split) goes into the JSON."""
+    """Write every file of the report into ``out_dir``;
+    ``context`` (model, data, split) goes into the JSON."""
     out_dir = Path(out_dir)
     classes = block_classes(metrics.confusion, metrics.most_confused, metrics.class_names, confusion_classes)
     pngs = {

@@ -17,7 +17,8 @@ def target_workers(ctx: RunContext, min_threshold: float = 70) -> int:
 
 
 def more_workers(ctx: RunContext, min_threshold: float = 70, io_bound: bool = False) -> str | None:
-    """Raise ``data.num_workers`` towards the cores; past them only when the loader waits rather than computes."""
+    """Raise ``data.num_workers`` towards the cores;
+    past them only when the loader waits rather than computes."""
     if ctx.num_workers is None or ctx.feature_cache:  # cached features are in memory: no workers
         return None
     want = target_workers(ctx, min_threshold)
@@ -25,15 +26,18 @@ def more_workers(ctx: RunContext, min_threshold: float = 70, io_bound: bool = Fa
         return f"raise data.num_workers from {ctx.num_workers} to {want} (this machine has {ctx.cores} cores)"
     if io_bound:
         return (
-            f"raise data.num_workers from {ctx.num_workers} to {2 * max(1, ctx.num_workers)}: the loader waits on "
-            "I/O rather than computing, so more workers than cores still overlap the waits"
+            f"raise data.num_workers from {ctx.num_workers} to {2 * max(1, ctx.num_workers)}: the loader "
+            "waits on I/O rather than computing, so more workers than cores still overlap the waits"
         )
     return None
 
 
 def feature_cache(ctx: RunContext) -> str | None:
     if ctx.frozen and ctx.feature_cache is False:
-        return "enable the feature cache (data.cache.enabled=true): with a frozen backbone its features are computed once, not every epoch"
+        return (
+            "enable the feature cache (data.cache.enabled=true): with a frozen backbone its features are "
+            "computed once, not every epoch"
+        )
     return None
 
 
@@ -54,7 +58,10 @@ def bigger_batch(ctx: RunContext, why: str = "") -> str | None:
     if not ctx.batch_size:
         return None
     suffix = f" ({why})" if why else ""
-    return f"raise data.batch_size from {ctx.batch_size} to {2 * ctx.batch_size} and scale model.lr with it{suffix}"
+    return (
+        f"raise data.batch_size from {ctx.batch_size} to {2 * ctx.batch_size} and scale "
+        f"model.lr with it{suffix}"
+    )
 
 
 def local_data() -> str:

@@ -98,12 +98,14 @@ class ProfilerCallback(pl.Callback):
         where = "callbacks.profiler"
         if system_monitor_interval_millis is None or float(system_monitor_interval_millis) <= 0:
             raise ValueError(
-                f"{where}.system_monitor_interval_millis must be > 0 (milliseconds), got {system_monitor_interval_millis!r}"
+                f"{where}.system_monitor_interval_millis must be > 0 (milliseconds), got "
+                f"{system_monitor_interval_millis!r}"
             )
         unknown = set(framework_profile or {}) - set(FRAMEWORK_PROFILE_DEFAULTS)
         if unknown:
             raise ValueError(
-                f"{where}.framework_profile: unknown key(s) {sorted(unknown)}; known: {', '.join(FRAMEWORK_PROFILE_DEFAULTS)}"
+                f"{where}.framework_profile: unknown key(s) {sorted(unknown)}; known: "
+                f"{', '.join(FRAMEWORK_PROFILE_DEFAULTS)}"
             )
         self.framework_profile = {**FRAMEWORK_PROFILE_DEFAULTS, **dict(framework_profile or {})}
         for key in ("start_step", "num_steps"):

@@ -248,7 +248,8 @@ def render_html(
         sections.append(
             (
                 "Top operators (torch.profiler)",
-                '<p class="muted">torch.profiler did not run: set callbacks.profiler.framework_profile.num_steps=3 (and start_step) to record some steps.</p>',
+                '<p class="muted">torch.profiler did not run: set '
+                "callbacks.profiler.framework_profile.num_steps=3 (and start_step) to record some steps.</p>",
             )
         )
     ctx_rows = [(k, "unknown" if v is None else v) for k, v in sorted(data.context.to_dict().items())]
@@ -258,5 +259,8 @@ def render_html(
     ]
     settings = html.table(["run setting", "value"], ctx_rows) + html.table(["rule", "parameters"], param_rows)
     sections.append(("Run settings and rule parameters", settings))
-    subtitle = f"{summary['steps']} steps, {summary['epochs']} epoch(s) on {summary['device']}; sampled every {parameters.get('system_monitor_interval_millis', 0):g} ms"
+    subtitle = (
+        f"{summary['steps']} steps, {summary['epochs']} epoch(s) on {summary['device']}; sampled every "
+        f"{parameters.get('system_monitor_interval_millis', 0):g} ms"
+    )
     return html.page("Profiler report", sections, subtitle)

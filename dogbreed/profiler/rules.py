@@ -76,7 +76,8 @@ def resolve_params(
     step_outlier = resolved.get("StepOutlier")
     if step_outlier is not None and step_outlier["mode"] not in TRAIN_MODES:
         raise ValueError(
-            f"{where}.StepOutlier.mode={step_outlier['mode']!r}: only training steps are timed; use null or 'train'"
+            f"{where}.StepOutlier.mode={step_outlier['mode']!r}: only training steps are timed; "
+            "use null or 'train'"
         )
     return resolved
 
@@ -108,7 +109,8 @@ def low_gpu_utilization(
                 return result(
                     name,
                     True,
-                    f"{gpu}: utilisation p95 {p95:.0f}% < {threshold_p95}% over {win.stop - win.start} datapoints up to step {step} (underutilised).",
+                    f"{gpu}: utilisation p95 {p95:.0f}% < {threshold_p95}% over {win.stop - win.start} "
+                    f"datapoints up to step {step} (underutilised).",
                     fix,
                     step,
                 )
@@ -116,14 +118,16 @@ def low_gpu_utilization(
                 return result(
                     name,
                     True,
-                    f"{gpu}: utilisation fluctuates (p95 {p95:.0f}% > {threshold_p95}%, p5 {p5:.0f}% < {threshold_p5}%) up to step {step}: it idles between bursts.",
+                    f"{gpu}: utilisation fluctuates (p95 {p95:.0f}% > {threshold_p95}%, p5 {p5:.0f}% < "
+                    f"{threshold_p5}%) up to step {step}: it idles between bursts.",
                     data_fixes(j.data.context, io_bound=False),
                     step,
                 )
     return result(
         name,
         False,
-        f"GPU utilisation p95 {np.nanquantile(util, 0.95):.0f}%, p5 {np.nanquantile(util, 0.05):.0f}% over {len(util)} datapoints.",
+        f"GPU utilisation p95 {np.nanquantile(util, 0.95):.0f}%, p5 {np.nanquantile(util, 0.05):.0f}% over "
+        f"{len(util)} datapoints.",
     )
 
 
@@ -135,7 +139,10 @@ def _bottleneck(j: Judge, name: str, mask: np.ndarray, threshold: float, what: s
     share = j.data_wait_share()
     first = int(np.argmax(mask)) if mask.any() else None
     step = int(step_at(j.data, j.times()[-n:][first : first + 1])[0]) if first is not None else None
-    msg = f"{what} in {mask.sum()} of {n} datapoints ({pct:.0f}%, threshold {threshold}%); data wait is {share:.0f}% of step time."
+    msg = (
+        f"{what} in {mask.sum()} of {n} datapoints ({pct:.0f}%, threshold {threshold}%); data wait is "
+        f"{share:.0f}% of step time."
+    )
     return result(name, pct > threshold, msg, fix, step if pct > threshold else None)
 
 
@@ -154,7 +161,10 @@ def io_bottleneck(
     mask = j.idle(gpu_threshold, patience) & (
         (j.train("iowait", patience) > io_threshold) | (j.waiting(patience) & off_cpu)
     )
-    what = f"The accelerator waited for data while the loaders were off-CPU, waiting on I/O (> {io_threshold}% of the time)"
+    what = (
+        f"The accelerator waited for data while the loaders were off-CPU, waiting on I/O (> {io_threshold}% "
+        "of the time)"
+    )
     return _bottleneck(j, "IOBottleneck", mask, threshold, what, data_fixes(j.data.context, io_bound=True))
 
 
@@ -181,7 +191,10 @@ def batch_size(
             gpu95, mem95 = np.nanquantile(util[win, g], 0.95), np.nanquantile(mem[win, g], 0.95)
             if cpu95 < cpu_threshold_p95 and gpu95 < gpu_threshold_p95 and mem95 < gpu_memory_threshold_p95:
                 step = int(step_at(j.data, times[win.stop - 1 : win.stop])[0])
-                msg = f"{gpu}: p95 utilisation {gpu95:.0f}%, p95 memory {mem95:.0f}%, CPU p95 {cpu95:.0f}% - all below their thresholds up to step {step}."
+                msg = (
+                    f"{gpu}: p95 utilisation {gpu95:.0f}%, p95 memory {mem95:.0f}%, CPU p95 {cpu95:.0f}% - "
+                    f"all below their thresholds up to step {step}."
+                )
                 fix = advice.join(
                     advice.bigger_batch(j.data.context, f"GPU memory p95 was {mem95:.0f}%"),
                     "use a smaller GPU instance",
@@ -190,7 +203,8 @@ def batch_size(
     return result(
         name,
         False,
-        f"GPU utilisation p95 {np.nanquantile(util, 0.95):.0f}%, memory p95 {np.nanquantile(mem, 0.95):.0f}%: the batch uses the GPU.",
+        f"GPU utilisation p95 {np.nanquantile(util, 0.95):.0f}%, memory p95 "
+        f"{np.nanquantile(mem, 0.95):.0f}%: the batch uses the GPU.",
     )
 
 
@@ -220,13 +234,16 @@ def step_outlier(j: Judge, stddev: float, mode: str | None, n_outliers: int) -> 
     extra_compute = float((compute - np.median(s["compute"][keep])).sum())
     first_of_epoch = set(s["step"][np.r_[True, s["epoch"][1:] != s["epoch"][:-1]]].tolist())
     if extra_wait >= extra_compute and set(steps) <= first_of_epoch:
-        fix = "The slow steps are the first of each epoch (loader start-up): keep workers alive between epochs (data.num_workers > 0 uses persistent workers) or lower data.num_workers start-up cost."
+        fix = (
+            "The slow steps are the first of each epoch (loader start-up): keep workers alive between epochs "
+            "(data.num_workers > 0 uses persistent workers) or lower data.num_workers start-up cost."
+        )
     elif extra_wait >= extra_compute:
         fix = "The slow steps waited for data. " + data_fixes(j.data.context, io_bound=True)
     else:
         fix = (
-            "The slow steps computed longer: look for periodic work in those steps (checkpointing, logging every "
-            "trainer.log_every_n_steps steps) or another process using the CPU/GPU at that time."
+            "The slow steps computed longer: look for periodic work in those steps (checkpointing, logging "
+            "every trainer.log_every_n_steps steps) or another process using the CPU/GPU at that time."
         )
     return result(name, True, msg, fix, steps[0])
 
@@ -242,9 +259,15 @@ def dataloader(
     busy = s["total"][~s["profiled"]].sum()
     rate = s["batch_size"][~s["profiled"]].sum() / busy if busy > 0 else 0.0
     upper = ctx.cores * max_threshold / 100
-    msg = f"{ctx.num_workers} loader workers for {ctx.cores} cores; data wait {share:.0f}% of step time; {rate:.1f} samples/s through the training loop."
+    msg = (
+        f"{ctx.num_workers} loader workers for {ctx.cores} cores; data wait {share:.0f}% of step time; "
+        f"{rate:.1f} samples/s through the training loop."
+    )
     if ctx.num_workers > upper:
-        fix = f"Lower data.num_workers from {ctx.num_workers} to {ctx.cores}: more than {max_threshold}% of the cores in loaders contend with training."
+        fix = (
+            f"Lower data.num_workers from {ctx.num_workers} to {ctx.cores}: more than {max_threshold}% of "
+            "the cores in loaders contend with training."
+        )
         return result(name, True, msg, fix)
     more = advice.more_workers(ctx, min_threshold)
     if share > wait_threshold and more and ctx.num_workers < advice.target_workers(ctx, min_threshold):
@@ -274,8 +297,14 @@ def gpu_memory_increase(j: Judge, increase: float, patience: int, window: int) -
         if hits:
             i = hits[0]
             step = int(step_at(j.data, tv[i + w : i + w + 1])[0])
-            msg = f"{gpu}: moving-average memory use rose {diffs[i]:.1f} points (> {increase}) to {v[i + w]:.0f}% at step {step}."
-            fix = "Look for tensors kept across steps (a logged loss without .detach(), outputs appended to a list), or lower data.batch_size if memory is near full."
+            msg = (
+                f"{gpu}: moving-average memory use rose {diffs[i]:.1f} points (> {increase}) to "
+                f"{v[i + w]:.0f}% at step {step}."
+            )
+            fix = (
+                "Look for tensors kept across steps (a logged loss without .detach(), outputs appended to a "
+                "list), or lower data.batch_size if memory is near full."
+            )
             return result(name, True, msg, fix, step)
     finite = mem[~np.isnan(mem)] if mem.size else mem
     peak = f"{finite.max():.0f}%" if finite.size else "unknown"
@@ -297,8 +326,8 @@ def max_initialization_time(j: Judge, threshold: float) -> RuleResult:
     first = d.steps.wait_start[0]
     init, in_fit = first - d.job_start, first - d.fit_start
     msg = (
-        f"First training step {init / 60:.2f} min after the job started ({before_fit:.0f} s until the trainer's setup, "
-        f"{in_fit:.0f} s from there to the first batch); threshold {threshold} min."
+        f"First training step {init / 60:.2f} min after the job started ({before_fit:.0f} s until the "
+        f"trainer's setup, {in_fit:.0f} s from there to the first batch); threshold {threshold} min."
     )
     fixes = []
     if before_fit >= in_fit:
@@ -338,7 +367,8 @@ def overall_system_usage(j: Judge) -> RuleResult:
     ]
     if sys.has_gpu:
         parts.append(
-            f"GPU utilisation {_pcts(sys.array('gpu_util').ravel())}, GPU memory {_pcts(sys.array('gpu_mem_pct').ravel())}"
+            f"GPU utilisation {_pcts(sys.array('gpu_util').ravel())}, GPU memory "
+            f"{_pcts(sys.array('gpu_mem_pct').ravel())}"
         )
     return result("OverallSystemUsage", False, "; ".join(parts) + f" ({len(sys)} datapoints).")
 
