@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dogbreed.debug.rules import RULES
+from dogbreed.debug.builtin_rules import RULES
 
 
 def test_a_training_run_writes_both_reports(trained_run: dict) -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from dogbreed.debug.rules import RULES, build_rules, evaluate
+from dogbreed.debug.builtin_rules import RULES, build_rules, run_debugger_rules
 from dogbreed.debug.stats import (
     ActivationProbe,
     Columns,
@@ -217,7 +217,7 @@ def test_build_rules_validates_names_params_actions() -> None:
     assert [(r.name, r.action, r.patience) for r in rules] == [("Overfit", "stop", 3)]
     with pytest.raises(ValueError, match="unknown rule"):
         build_rules({"Vanishing": {}})
-    with pytest.raises(ValueError, match=r"Overfit: unknown parameter\(s\) \['patienc'\]"):
+    with pytest.raises(ValueError, match=r"Overfit: unknown parameter 'patienc'; known: action, start_step"):
         build_rules({"Overfit": {"patienc": 3}})
     with pytest.raises(ValueError, match="warn or stop"):
         build_rules({"Overfit": {"action": "halt"}})
@@ -232,11 +232,13 @@ def test_build_rules_validates_names_params_actions() -> None:
     assert build_rules({"Overfit": {"ratio_threshold": 1}})[0].ratio_threshold == 1.0
 
 
-def test_evaluate_statuses_in_the_shared_shape() -> None:
+def test_run_debugger_rules_statuses_in_the_shared_shape() -> None:
     broken = RULES["Overfit"]()
     broken.findings = lambda history: 1 / 0  # type: ignore[method-assign]
     rules = [RULES["VanishingGradient"](), RULES["Overtraining"](), broken]
-    results, findings = evaluate(rules, History(records=[StepRecord(3, gradients=cols(g=stats(0.0)))]))
+    results, findings = run_debugger_rules(
+        rules, History(records=[StepRecord(3, gradients=cols(g=stats(0.0)))])
+    )
     by_name = {r.name: r for r in results}
     assert by_name["VanishingGradient"].status == "IssuesFound" and by_name["VanishingGradient"].step == 3
     assert by_name["VanishingGradient"].recommendation

@@ -8,7 +8,7 @@ from pathlib import Path
 import hydra
 import pytest
 
-from dogbreed.profiler import RULE_DEFAULTS, ProfilerCallback, evaluate, resolve_params
+from dogbreed.profiler import RULE_DEFAULTS, ProfilerCallback, resolve_params, run_profiler_rules
 from dogbreed.profiler.report import write_report
 
 
@@ -53,7 +53,7 @@ def test_gpu_report_has_gpu_figures_and_rows(tmp_path):
     from test_profiler_rules import synth
 
     data = synth(gpu_util=35.0, gpu_mem=30.0)
-    results = evaluate(data)
+    results = run_profiler_rules(data)
     paths = write_report(tmp_path, data, results, {"rules": resolve_params(None)})
     page = paths["html"].read_text()
     assert "GPU utilisation p95" in page and page.count('class="plot"') == 3

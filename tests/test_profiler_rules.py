@@ -7,12 +7,30 @@ import re
 import numpy as np
 import pytest
 
-from dogbreed.profiler import rules as rules_mod
-from dogbreed.profiler.rules import RULE_DEFAULTS, evaluate, resolve_params
+from dogbreed.profiler import builtin_rules as rules_mod
+from dogbreed.profiler.builtin_rules import RULE_DEFAULTS, resolve_params, run_profiler_rules
 from dogbreed.profiler.sampler import SystemSeries
 from dogbreed.profiler.timeline import ProfileData, RunContext, StepTimeline, covered, sample_phases
 
 GPU_RULES = ("LowGPUUtilization", "BatchSize", "GPUMemoryIncrease")
+# SageMaker's documented defaults ("Profiler built-in rules"); Dataloader.wait_threshold is ours.
+SAGEMAKER_DEFAULTS = {
+    "LowGPUUtilization": {"threshold_p95": 70, "threshold_p5": 10, "window": 500, "patience": 1000},
+    "CPUBottleneck": {"threshold": 50, "gpu_threshold": 10, "cpu_threshold": 90, "patience": 1000},
+    "IOBottleneck": {"threshold": 50, "gpu_threshold": 10, "io_threshold": 50, "patience": 1000},
+    "BatchSize": {
+        "cpu_threshold_p95": 70,
+        "gpu_threshold_p95": 70,
+        "gpu_memory_threshold_p95": 70,
+        "patience": 1000,
+        "window": 500,
+    },
+    "StepOutlier": {"stddev": 3, "mode": None, "n_outliers": 10},
+    "Dataloader": {"min_threshold": 70, "max_threshold": 200, "patience": 10, "wait_threshold": 20},
+    "GPUMemoryIncrease": {"increase": 5, "patience": 1000, "window": 10},
+    "MaxInitializationTime": {"threshold": 20},
+    "OverallSystemUsage": {},
+}
 
 
 def synth(
@@ -70,7 +88,15 @@ def col(value, n: int) -> np.ndarray:
 
 
 def by_name(data: ProfileData, params=None, **kw) -> dict:
-    return {r.name: r for r in evaluate(data, params, **kw)}
+    return {r.name: r for r in run_profiler_rules(data, params, **kw)}
+
+
+def test_defaults_are_sagemakers_and_the_yaml_repeats_them():
+    from dogbreed.config import compose
+
+    assert RULE_DEFAULTS == SAGEMAKER_DEFAULTS
+    cfg = compose("train", ["data.root=/nonexistent"])
+    assert {name: dict(p) for name, p in cfg.callbacks.profiler.rules.items()} == SAGEMAKER_DEFAULTS
 
 
 def test_covered_measures_overlap_with_disjoint_intervals():
@@ -206,15 +232,23 @@ def test_params_are_validated_and_rules_can_be_switched_off():
         resolve_params({"StepOutlier": {"sigma": 2}})
     with pytest.raises(ValueError, match="only training steps are timed"):
         resolve_params({"StepOutlier": {"mode": "eval"}})
+    with pytest.raises(
+        ValueError, match=r"callbacks.profiler.rules.Dataloader.patience=2.5 must be int \(default 10\)"
+    ):
+        resolve_params({"Dataloader": {"patience": 2.5}})
+    with pytest.raises(ValueError, match=r"rules.IOBottleneck.threshold='high' must be float"):
+        resolve_params({"IOBottleneck": {"threshold": "high"}})
+    assert resolve_params({"IOBottleneck": {"threshold": 12.5}})["IOBottleneck"]["threshold"] == 12.5
     results = by_name(synth(), {"StepOutlier": None, "IOBottleneck": {"threshold": 10}})
     assert "StepOutlier" not in results and "IOBottleneck" in results
 
 
 def test_a_crashing_rule_reports_error_and_the_others_still_run(monkeypatch):
-    def boom(judge, **params):
-        raise RuntimeError("kaput")
+    class Boom(rules_mod.RULES["Dataloader"]):
+        def check(self, judge):
+            raise RuntimeError("kaput")
 
-    monkeypatch.setitem(rules_mod.RULES, "Dataloader", boom)
+    monkeypatch.setitem(rules_mod.RULES, "Dataloader", Boom)
     results = by_name(synth())
     assert results["Dataloader"].status == "Error" and "kaput" in results["Dataloader"].message
     assert results["IOBottleneck"].status == "NoIssuesFound"

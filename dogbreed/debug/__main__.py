@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from dogbreed.debug.rules import RULES, build_rules, evaluate
+from dogbreed.debug.builtin_rules import RULES, build_rules, run_debugger_rules
 
 
 def _rule_config(settings: list[str]) -> dict[str, dict[str, Any] | None]:
@@ -44,7 +44,7 @@ def analyze(
 ) -> tuple[dict[str, Path], list]:
     """Load the trial, evaluate the rules, write the reports; returns (paths, rule results)."""
     from dogbreed.debug import smdebug_bridge
-    from dogbreed.debug.report import write_reports
+    from dogbreed.debug.report import write_report
 
     if not smdebug_bridge.available():
         raise RuntimeError(
@@ -57,10 +57,10 @@ def analyze(
         first_steps=int(pwi.steps) if pwi else 0,
         input_regex=pwi.activation_inputs_regex if pwi else ".*relu_input",
     )
-    results, findings = evaluate(rules, history)
+    results, findings = run_debugger_rules(rules, history)
     out = output or path / "reports"
     subtitle = f"smdebug trial {path} · {history.last_step or 0} steps"
-    paths = write_reports(
+    paths = write_report(
         out, results, rules, findings, history, html=html, subtitle=subtitle, trial=str(path), stopped=None
     )
     return paths, results

@@ -23,9 +23,8 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
 
 from dogbreed.debug import smdebug_bridge
-from dogbreed.debug.report import write_reports
-from dogbreed.debug.rule import Finding, Rule
-from dogbreed.debug.rules import build_rules, evaluate
+from dogbreed.debug.builtin_rules import DebuggerRule, Finding, build_rules, run_debugger_rules
+from dogbreed.debug.report import write_report
 from dogbreed.debug.stats import (
     ActivationProbe,
     Columns,
@@ -98,7 +97,7 @@ class DebuggerCallback(pl.Callback):
         self.output_dir = Path(output_dir)
         self.train_interval = _interval(train, "train", 10)
         self.eval_interval = _interval(eval, "eval", 1)
-        self.rules: list[Rule] = build_rules(_plain(rules))
+        self.rules: list[DebuggerRule] = build_rules(_plain(rules))
         self.smdebug_mode = _smdebug_mode(smdebug)
         self.smdebug_dir = Path(smdebug_dir) if smdebug_dir else self.output_dir.parent / "debug-output"
         self.val_loss_key = val_loss_key
@@ -306,7 +305,7 @@ class DebuggerCallback(pl.Callback):
     # -- rules ----------------------------------------------------------------------------------------
     def _evaluate_live(self, trainer: pl.Trainer) -> None:
         """Run the rules that have not fired yet; warn on a first finding; stop for ``action: stop``."""
-        stop: tuple[Rule, Finding] | None = None
+        stop: tuple[DebuggerRule, Finding] | None = None
         fired_before = len(self.fired)
         new_records = replace(self.history, records=self.history.records[self._live_from :])
         self._live_from = len(self.history.records)
@@ -347,7 +346,7 @@ class DebuggerCallback(pl.Callback):
         self, error: str | None = None, html: bool | None = None
     ) -> tuple[dict[str, Path], list[RuleResult]]:
         """Evaluate every rule over the whole history and write the reports; returns (paths, results)."""
-        results, findings = evaluate(self.rules, self.history)
+        results, findings = run_debugger_rules(self.rules, self.history)
         smd = self.smdebug
         extra = {
             "stopped": self.stopped,
@@ -363,7 +362,7 @@ class DebuggerCallback(pl.Callback):
             f" · ended with {error}" if error else ""
         )
         html = self.html if html is None else html
-        paths = write_reports(
+        paths = write_report(
             self.output_dir,
             results,
             self.rules,

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from dogbreed.debug.rule import Finding, Rule
+from dogbreed.debug.builtin_rules import DebuggerRule, Finding
 from dogbreed.debug.stats import History
 from dogbreed.html import esc, figure_img, page, rules_table, table, write_html_atomic
 from dogbreed.rules import RuleResult, write_rules_report
@@ -25,7 +25,7 @@ def _clean(value: float) -> float | None:
 
 
 def report_data(
-    rules: Sequence[Rule], findings: Sequence[Finding], history: History, **extra: Any
+    rules: Sequence[DebuggerRule], findings: Sequence[Finding], history: History, **extra: Any
 ) -> dict[str, Any]:
     """Everything in debugger.json besides ``rules``: parameters, findings, loss series, extras."""
     return {
@@ -72,7 +72,7 @@ def _loss_figure(history: History, results: Sequence[RuleResult], stopped: dict 
 
 
 def _timeline_figure(
-    rules: Sequence[Rule], findings: Sequence[Finding], stopped: dict | None, last_step: int | None
+    rules: Sequence[DebuggerRule], findings: Sequence[Finding], stopped: dict | None, last_step: int | None
 ) -> Figure:
     names = [r.name for r in rules]
     fig = Figure(figsize=(10, 0.45 * len(names) + 1.2))
@@ -125,7 +125,7 @@ def _gradient_figures(history: History) -> list[tuple[Figure, str]]:
 def render_html(
     title: str,
     results: Sequence[RuleResult],
-    rules: Sequence[Rule],
+    rules: Sequence[DebuggerRule],
     findings: Sequence[Finding],
     history: History,
     stopped: dict | None,
@@ -190,10 +190,10 @@ def render_html(
     return page(title, sections, subtitle)
 
 
-def write_reports(
-    output_dir: str | Path,
+def write_report(
+    reports_dir: str | Path,
     results: Sequence[RuleResult],
-    rules: Sequence[Rule],
+    rules: Sequence[DebuggerRule],
     findings: Sequence[Finding],
     history: History,
     html: bool = True,
@@ -201,15 +201,15 @@ def write_reports(
     **extra: Any,
 ) -> dict[str, Path]:
     """Write debugger.json (always) and debugger.html (when ``html``) atomically; returns their paths."""
-    output_dir = Path(output_dir)
+    reports_dir = Path(reports_dir)
     paths = {
         "json": write_rules_report(
-            output_dir / "debugger.json", list(results), **report_data(rules, findings, history, **extra)
+            reports_dir / "debugger.json", list(results), **report_data(rules, findings, history, **extra)
         )
     }
     if html:
         document = render_html(
             "Debugger report", results, rules, findings, history, extra.get("stopped"), subtitle
         )
-        paths["html"] = write_html_atomic(output_dir / "debugger.html", document)
+        paths["html"] = write_html_atomic(reports_dir / "debugger.html", document)
     return paths

@@ -21,8 +21,8 @@ import lightning.pytorch as pl
 import psutil
 import torch
 
+from dogbreed.profiler.builtin_rules import resolve_params, run_profiler_rules
 from dogbreed.profiler.report import write_report
-from dogbreed.profiler.rules import evaluate, resolve_params
 from dogbreed.profiler.sampler import GpuMonitor, SystemSampler, usable_cores
 from dogbreed.profiler.timeline import ProfileData, RunContext, StepTimer
 from dogbreed.rules import RuleResult
@@ -119,7 +119,7 @@ class ProfilerCallback(pl.Callback):
             )
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.interval_ms = float(system_monitor_interval_millis)
-        self.rule_params = resolve_params(rules, f"{where}.rules")
+        self.rule_params = resolve_params(rules)
         self.max_patience_fraction = float(max_patience_fraction)
         self.html = bool(html)
         self.cuda_sync = bool(cuda_sync)
@@ -290,7 +290,7 @@ class ProfilerCallback(pl.Callback):
                 self._top_ops,
                 overhead,
             )
-            self.results = evaluate(self.data, self.rule_params, self.max_patience_fraction)
+            self.results = run_profiler_rules(self.data, self.rule_params, self.max_patience_fraction)
             self.report_paths = write_report(
                 self._out_dir,
                 self.data,

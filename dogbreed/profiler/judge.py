@@ -1,4 +1,4 @@
-"""What the profiler rules share: per-sample views of a run (:class:`Judge`) and result helpers.
+"""What the profiler rules share: per-sample views of a run (:class:`Judge`) and the fixes they recommend.
 
 A *datapoint* is one system sample taken while the training loop ran (at least half of its interval
 inside a step or its data wait); ``patience`` skips at most ``max_patience_fraction`` of them.
@@ -14,7 +14,6 @@ import numpy as np
 
 from dogbreed.profiler import advice
 from dogbreed.profiler.timeline import ProfileData, sample_phases
-from dogbreed.rules import RuleResult
 
 MIN_DATAPOINTS = 5  # fewer training-time samples than this: too few to judge
 DATA_BOUND_SHARE = 30.0  # % of step time waiting for data from which a run counts as data-bound
@@ -71,23 +70,6 @@ class Judge:
         keep[: self.patience(skip_steps, len(keep))] = False
         total = s["total"][keep].sum()
         return float(100.0 * s["wait"][keep].sum() / total) if total > 0 else 0.0
-
-
-def result(
-    name: str, found: bool, message: str, recommendation: str = "", step: int | None = None
-) -> RuleResult:
-    return RuleResult(
-        name, "IssuesFound" if found else "NoIssuesFound", step, message, recommendation if found else ""
-    )
-
-
-def too_few(name: str, n: int) -> RuleResult:
-    return result(
-        name,
-        False,
-        f"Only {n} datapoints while the training loop ran: too few to judge "
-        "(train longer or lower callbacks.profiler.system_monitor_interval_millis).",
-    )
 
 
 def windows(n: int, window: int) -> Iterator[slice]:

@@ -1,8 +1,9 @@
 """Our own implementations of SageMaker Debugger's built-in rules (they only exist inside AWS containers).
 
-Names, parameter names and defaults follow SageMaker's "List of Debugger built-in rules". Each rule is a
-pure function of a :class:`~dogbreed.debug.stats.History`: it returns every step at which its condition
-held, so the live callback, the end-of-training report and ``analyze`` agree by construction.
+Names, parameter names and defaults follow SageMaker's "List of Debugger built-in rules" (each rule's
+dataclass fields, typed and checked by :class:`dogbreed.rules.Rule`). Each rule is a pure function of a
+:class:`~dogbreed.debug.stats.History`: it returns every step at which its condition held, so the live
+callback, the end-of-training report and ``analyze`` agree by construction.
 
 Units: a train "step" is an optimizer step. LossNotDecreasing/Overfit/Overtraining read loss *points*:
 train points (mean loss since the previous point, taken every ``train.save_interval`` steps and before
@@ -15,21 +16,78 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 
-from dogbreed.debug.rule import Finding, Rule, names_preview
+from dogbreed import rules as base
 from dogbreed.debug.stats import History, finite
-from dogbreed.rules import RuleResult
+from dogbreed.rules import SETTING, Rule, RuleResult
 
-__all__ = ["RULES", "Finding", "Rule", "build_rules", "evaluate"]
+__all__ = ["RULES", "DebuggerRule", "Finding", "build_rules", "run_debugger_rules"]
+
+ACTIONS = ("warn", "stop")
 
 
-class VanishingGradient(Rule):
+@dataclass(frozen=True)
+class Finding:
+    """The rule's condition held at ``step`` (its first finding is the step SageMaker would report)."""
+
+    rule: str
+    step: int
+    message: str
+
+
+@dataclass
+class DebuggerRule(Rule):
+    """A Debugger rule: ``findings`` over a History; ``action`` is warn (log) or stop (end the fit, like
+    SageMaker's StopTraining action)."""
+
+    config_key = "callbacks.debugger.rules"
+    # Findings at a step depend only on that step's record: live, only new records need a look.
+    per_record: ClassVar[bool] = False
+    action: str = field(default="warn", metadata=SETTING)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.action not in ACTIONS:
+            raise ValueError(f"{self.key('action')}={self.action!r}: use warn or stop")
+
+    def findings(self, history: History) -> list[Finding]:
+        raise NotImplementedError
+
+    def missing(self, history: History) -> str | None:
+        """Why the rule could not look at anything yet (None when it had data)."""
+        return None
+
+    def result(self, found: list[Finding], history: History) -> RuleResult:
+        """The shared result: the first finding (SageMaker reports that step), or why there was none."""
+        if found:
+            first = found[0]
+            extra = (
+                f" (condition held at {len(found)} evaluations, steps {first.step}–{found[-1].step})"
+                if len(found) > 1
+                else ""
+            )
+            return self.outcome(True, first.message + extra, step=first.step)
+        why = self.missing(history)
+        return self.outcome(False, f"not evaluated: {why}" if why else "no issues found")
+
+    def _finding(self, step: int, message: str) -> Finding:
+        return Finding(self.name, int(step), message)
+
+
+def names_preview(names: list[str], limit: int = 3) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+@dataclass
+class VanishingGradient(DebuggerRule):
     name = "VanishingGradient"
-    defaults = {"threshold": 1e-7}
     per_record = True
+    threshold: float = 1e-7
     recommendation = (
         "Gradients that small stop learning: check for zero/too-small initialisation, saturated or dead "
         "activations, a detached graph, or use residual connections/normalisation and a suitable init."
@@ -53,10 +111,11 @@ class VanishingGradient(Rule):
         return None if any(r.gradients for r in history.records) else "no gradients were recorded"
 
 
-class ExplodingTensor(Rule):
+@dataclass
+class ExplodingTensor(DebuggerRule):
     name = "ExplodingTensor"
-    defaults = {"only_nan": False}
     per_record = True
+    only_nan: bool = False
     recommendation = (
         "Non-finite values: lower the learning rate, clip gradients (trainer.gradient_clip_val), check the "
         "input normalisation and the loss for log(0)/division by zero, or use bf16 instead of fp16."
@@ -83,28 +142,26 @@ class ExplodingTensor(Rule):
         return None if history.train_loss or history.records else "no losses or tensors were recorded"
 
 
-class PoorWeightInitialization(Rule):
+@dataclass
+class PoorWeightInitialization(DebuggerRule):
     name = "PoorWeightInitialization"
-    defaults = {
-        "activation_inputs_regex": ".*relu_input",
-        "threshold": 10.0,
-        "distribution_range": 0.001,
-        "patience": 5,
-        "steps": 10,
-    }
+    activation_inputs_regex: str = ".*relu_input"
+    threshold: float = 10.0
+    distribution_range: float = 0.001
+    patience: int = 5
+    steps: int = 10
     recommendation = (
         "Use an initialisation that keeps activation variance constant across layers (Kaiming for ReLU, "
         "Xavier for tanh/sigmoid), or add normalisation layers; avoid constant or tiny initial weights."
     )
 
-    def __init__(self, action: str = "warn", **params: Any) -> None:
-        super().__init__(action, **params)
+    def __post_init__(self) -> None:
+        super().__post_init__()
         try:
             self._regex = re.compile(self.activation_inputs_regex)
         except re.error as exc:
             raise ValueError(
-                f"callbacks.debugger.rules.{self.name}."
-                f"activation_inputs_regex={self.activation_inputs_regex!r}: {exc}"
+                f"{self.key('activation_inputs_regex')}={self.activation_inputs_regex!r}: {exc}"
             ) from None
 
     def _loss_stall(self, history: History) -> int | None:
@@ -161,27 +218,28 @@ class PoorWeightInitialization(Rule):
         return None if early else f"no step below steps={self.steps} was recorded"
 
 
-class LossNotDecreasing(Rule):
+@dataclass
+class LossNotDecreasing(DebuggerRule):
     name = "LossNotDecreasing"
-    defaults = {"num_steps": 10, "diff_percent": 0.1, "increase_threshold_percent": 5.0, "mode": None}
     recommendation = (
         "Check the learning rate (zero or too small stalls, too large oscillates), that the labels match "
         "the inputs, and that the parameters you mean to train are not frozen. At convergence, stop."
     )
-    MODES = {"EVAL": "validation", "TRAIN": "train", "GLOBAL": "train"}
+    MODES: ClassVar[dict[str, str]] = {"EVAL": "validation", "TRAIN": "train", "GLOBAL": "train"}
+    num_steps: int = 10
+    diff_percent: float = 0.1
+    increase_threshold_percent: float = 5.0
+    mode: str | None = None
 
-    def __init__(self, action: str = "warn", **params: Any) -> None:
-        super().__init__(action, **params)
-        mode = self.params["mode"]
-        if mode is not None and str(mode).upper() not in self.MODES:
-            raise ValueError(
-                f"callbacks.debugger.rules.LossNotDecreasing.mode={mode!r}: use EVAL, TRAIN, GLOBAL or null"
-            )
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.mode is not None and self.mode.upper() not in self.MODES:
+            raise ValueError(f"{self.key('mode')}={self.mode!r}: use EVAL, TRAIN, GLOBAL or null")
 
     def _series(self, history: History) -> tuple[str, list[tuple[int, float]]]:
         """mode null: validation loss when the run validates, else train loss (SageMaker: EVAL,
         then TRAIN)."""
-        mode = None if self.mode is None else self.MODES[str(self.mode).upper()]
+        mode = None if self.mode is None else self.MODES[self.mode.upper()]
         if mode is None:
             validates = (
                 history.has_validation if history.has_validation is not None else bool(history.val_loss)
@@ -234,9 +292,12 @@ class LossNotDecreasing(Rule):
         return f"fewer than num_steps={self.num_steps} steps of {label} loss were recorded"
 
 
-class Overfit(Rule):
+@dataclass
+class Overfit(DebuggerRule):
     name = "Overfit"
-    defaults = {"start_step": 0, "patience": 1, "ratio_threshold": 0.1}
+    start_step: int = 0
+    patience: int = 1
+    ratio_threshold: float = 0.1
     recommendation = (
         "Validation loss is well above training loss: regularise (dropout, weight decay, augmentation), "
         "get more data, use a smaller model, or stop earlier (callbacks.early_stopping)."
@@ -272,9 +333,12 @@ class Overfit(Rule):
         return None if history.train_loss else "no training loss was recorded"
 
 
-class Overtraining(Rule):
+@dataclass
+class Overtraining(DebuggerRule):
     name = "Overtraining"
-    defaults = {"patience_train": 5, "patience_validation": 10, "delta": 0.01}
+    patience_train: int = 5
+    patience_validation: int = 10
+    delta: float = 0.01
     recommendation = (
         "Training loss still improves while validation loss has stopped improving: stop earlier "
         "(callbacks.early_stopping), keep the best checkpoint, or regularise."
@@ -314,10 +378,13 @@ class Overtraining(Rule):
         return None
 
 
-class WeightUpdateRatio(Rule):
+@dataclass
+class WeightUpdateRatio(DebuggerRule):
     name = "WeightUpdateRatio"
-    defaults = {"large_threshold": 10.0, "small_threshold": 1e-8, "epsilon": 1e-9}
     per_record = True
+    large_threshold: float = 10.0
+    small_threshold: float = 1e-8
+    epsilon: float = 1e-9
     recommendation = (
         "Updates should be a small fraction of the weights (~1e-3): raise a too-small/zero learning rate, "
         "lower a too-large one, and check the optimizer actually holds these parameters."
@@ -351,10 +418,12 @@ class WeightUpdateRatio(Rule):
         return None if any(r.updates for r in history.records) else "no weight updates were recorded"
 
 
-class DeadRelu(Rule):
+@dataclass
+class DeadRelu(DebuggerRule):
     name = "DeadRelu"
-    defaults = {"threshold_inactivity": 1.0, "threshold_layer": 50.0}
     per_record = True
+    threshold_inactivity: float = 1.0
+    threshold_layer: float = 50.0
     recommendation = (
         "Many ReLUs never fire: lower the learning rate, use Kaiming init, LeakyReLU/GELU, or "
         "normalisation before the activation."
@@ -391,7 +460,7 @@ class DeadRelu(Rule):
         )
 
 
-RULES: dict[str, type[Rule]] = {
+RULES: dict[str, type[DebuggerRule]] = {
     cls.name: cls
     for cls in (
         VanishingGradient,
@@ -406,44 +475,19 @@ RULES: dict[str, type[Rule]] = {
 }
 
 
-def build_rules(config: Mapping[str, Mapping[str, Any] | None] | None = None) -> list[Rule]:
-    """Rules from ``{name: {action, **params} | None}``; a null entry switches that rule off;
-    None = all defaults."""
-    if config is None:
-        return [cls() for cls in RULES.values()]
-    rules = []
-    for name, params in config.items():
-        if name not in RULES:
-            raise ValueError(f"callbacks.debugger.rules.{name}: unknown rule; available: {', '.join(RULES)}")
-        if params is not None:
-            rules.append(RULES[name](**dict(params)))
-    return rules
+def build_rules(config: Mapping[str, Mapping[str, Any] | None] | None = None) -> list[DebuggerRule]:
+    """Rules from ``{name: {action, **params} | None}``: the listed ones run, null switches one off;
+    None = every rule with its defaults."""
+    return base.build_rules(RULES, config, unlisted="off")
 
 
-def evaluate(rules: list[Rule], history: History) -> tuple[list[RuleResult], list[Finding]]:
+def run_debugger_rules(rules: list[DebuggerRule], history: History) -> tuple[list[RuleResult], list[Finding]]:
     """Run every rule over the whole history: one result per rule in the shared shape, plus all findings."""
-    results, findings = [], []
-    for rule in rules:
-        try:
-            found = rule.findings(history)
-        except Exception as exc:  # a broken rule must not hide the others' results
-            results.append(
-                RuleResult(rule.name, "Error", None, f"{type(exc).__name__}: {exc}", rule.recommendation)
-            )
-            continue
+    findings: list[Finding] = []
+
+    def check(rule: DebuggerRule) -> RuleResult:
+        found = rule.findings(history)
         findings.extend(found)
-        if found:
-            first = found[0]
-            extra = (
-                f" (condition held at {len(found)} evaluations, steps {first.step}–{found[-1].step})"
-                if len(found) > 1
-                else ""
-            )
-            results.append(
-                RuleResult(rule.name, "IssuesFound", first.step, first.message + extra, rule.recommendation)
-            )
-        else:
-            why = rule.missing(history)
-            message = f"not evaluated: {why}" if why else "no issues found"
-            results.append(RuleResult(rule.name, "NoIssuesFound", None, message, ""))
-    return results, sorted(findings, key=lambda f: (f.step, f.rule))
+        return rule.result(found, history)
+
+    return base.run_rules(rules, check), sorted(findings, key=lambda f: (f.step, f.rule))
