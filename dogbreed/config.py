@@ -1,8 +1,10 @@
-"""Where the Hydra configs live, how to compose them without ``@hydra.main``, and early validation."""
+"""Where the Hydra configs live, how to compose them without ``@hydra.main``, how to instantiate a node so a
+bad value shows its own message, and early validation."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -28,6 +30,20 @@ def compose(config_name: str = "train", overrides: list[str] | None = None) -> D
         return hydra_compose(
             config_name=config_name, overrides=list(overrides or []), return_hydra_config=False
         )
+
+
+def instantiate(node: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that re-raises the target's own error (e.g. DatasetError, ValueError
+    naming the key) instead of Hydra's wrapper, so users see the actionable message first."""
+    import hydra
+    from hydra.errors import InstantiationException
+
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        if exc.__cause__ is not None:
+            raise exc.__cause__ from None
+        raise
 
 
 def _require(cfg: DictConfig, key: str, kind: type | tuple[type, ...], allow_none: bool = False) -> None:

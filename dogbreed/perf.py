@@ -1,4 +1,5 @@
-"""Fast-path decisions: which precision to use here, and a backbone tuned for frozen feature extraction.
+"""Fast-path decisions: whether bf16 is native here (the one probe ``precision=auto``, the feature extractor
+and the profiler's advice share), which precision to use, and a backbone tuned for frozen feature extraction.
 
 Measured on a 2-core AVX512-BF16 CPU (ResNet-50 forward, batch 32, see bench/train.py): fp32 ≈ 16 img/s,
 bf16 autocast + channels_last ≈ 53, bf16 weights + channels_last + ``torch.jit.freeze`` ≈ 78.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import platform
 from functools import cache
 
 import torch
@@ -18,20 +20,34 @@ log = logging.getLogger(__name__)
 
 @cache
 def cpu_supports_bf16() -> bool:
-    """True when oneDNN has native bf16 kernels on this CPU (AVX512-BF16 or AMX)."""
+    """True when this CPU has native bf16 instructions: AVX512-BF16 or AMX on x86, BF16 on Arm.
+
+    Not ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` on x86: it says yes for every AVX-512 CPU, where
+    oneDNN emulates bf16 and runs slower than fp32. On Arm it is the check that knows the BF16 extension.
+    """
     try:
+        if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):
+            return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
 
 
+def bf16_native(device: str) -> bool:
+    """bf16 is native on ``device`` (``cuda`` or ``cpu``): a GPU of compute capability 8.0+ (Ampere on;
+    ``torch.cuda.is_bf16_supported()`` alone also counts emulation) or :func:`cpu_supports_bf16`."""
+    if device == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    return device == "cpu" and cpu_supports_bf16()
+
+
 def auto_precision(accelerator: str = "auto") -> str:
-    """``trainer.precision=auto``: bf16-mixed on GPUs that support it and on bf16-capable CPUs,
-    else 32-true."""
+    """``trainer.precision=auto``: bf16-mixed where bf16 is native (:func:`bf16_native`), 16-mixed on older
+    GPUs, else 32-true."""
     use_cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     if use_cuda:
-        return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
-    return "bf16-mixed" if cpu_supports_bf16() else "32-true"
+        return "bf16-mixed" if bf16_native("cuda") else "16-mixed"
+    return "bf16-mixed" if bf16_native("cpu") else "32-true"
 
 
 class FeatureExtractor:

@@ -20,24 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 from dogbreed.atomic import write_json
 from dogbreed.backbones import WeightsUnavailableError
 from dogbreed.callbacks.metric_lines import FINAL_KEYS, format_value
-from dogbreed.config import CONFIG_DIR, ConfigError, validate
+from dogbreed.config import CONFIG_DIR, ConfigError, instantiate, validate
 from dogbreed.data.layout import DatasetError
 from dogbreed.perf import auto_precision
 
 log = logging.getLogger("dogbreed.train")
-
-
-def instantiate(node: Any, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` that re-raises the target's own error (e.g. DatasetError, ValueError
-    naming the key) instead of Hydra's wrapper, so users see the actionable message first."""
-    from hydra.errors import InstantiationException
-
-    try:
-        return hydra.utils.instantiate(node, **kwargs)
-    except InstantiationException as exc:
-        if exc.__cause__ is not None:
-            raise exc.__cause__ from None
-        raise
 
 
 def _instantiate_group(group: DictConfig | None) -> list[Any]:

@@ -14,9 +14,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from dogbreed.cores import usable_cores
 from dogbreed.profiler import ProfilerCallback, SystemSampler
 from dogbreed.profiler.advice import target_workers
-from dogbreed.profiler.sampler import usable_cores
 from dogbreed.profiler.timeline import RunContext
 
 
@@ -123,6 +123,16 @@ def test_compute_bound_run_triggers_no_data_rule(tmp_path):
     assert (
         json.loads((tmp_path / "reports" / "profiler.json").read_text())["summary"]["bottleneck"] == "compute"
     )
+
+
+def test_bf16_advice_asks_the_probe_precision_auto_uses(tmp_path, monkeypatch):
+    from dogbreed import perf
+
+    monkeypatch.setattr(perf, "cpu_supports_bf16", lambda: True)  # as on an AVX512-BF16/AMX CPU
+    cb = fit(tmp_path, Tiny(work=512), steps=30)  # compute-bound, in fp32
+    assert cb.data.context.bf16_capable and perf.auto_precision("cpu") == "bf16-mixed"
+    summary = json.loads((tmp_path / "reports" / "profiler.json").read_text())["summary"]
+    assert any("trainer.precision=bf16-mixed" in tip for tip in summary["advice"]), summary
 
 
 def test_injected_slow_steps_are_found(tmp_path):

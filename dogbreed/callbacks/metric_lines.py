@@ -1,6 +1,7 @@
 """Print one ``epoch=N key=value …`` line per epoch: what SageMaker's metric_definitions scrape.
 
-``METRIC_KEYS`` and ``metric_regex`` are the single source of truth for those regexes (launch/ uses them).
+``EPOCH_KEYS`` (these lines), ``FINAL_KEYS`` (the last lines of a run) and ``metric_regex`` are the single
+source of truth for those regexes: launch/ builds SageMaker's metric_definitions from them.
 """
 
 from __future__ import annotations

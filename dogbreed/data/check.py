@@ -25,6 +25,7 @@ from typing import Any
 from PIL import Image, ImageFile
 from tqdm import tqdm
 
+from dogbreed.cores import usable_cores
 from dogbreed.data.images import to_rgb
 from dogbreed.data.layout import Layout, class_folders, find_splits, is_image_file, structural_problems
 
@@ -194,10 +195,6 @@ def _files(layout: Layout) -> list[tuple[str, str, Path]]:
     return out
 
 
-def _default_workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def _scan(paths: list[Path], workers: int, progress: bool) -> list[FileResult]:
     """Inspect every file, in ``workers`` processes (in this one for ``workers == 1``)."""
     items = [str(p) for p in paths]
@@ -268,7 +265,7 @@ def run_check(
     layout = find_splits(root)
     files = _files(layout)
     workers = (
-        max(1, workers or _default_workers()) if len(files) >= 64 else 1
+        max(1, workers or usable_cores()) if len(files) >= 64 else 1
     )  # a pool costs more than a few files
     results = _scan([p for _, _, p in files], workers, progress)
     report = CheckReport(root=str(layout.root), files=len(files), workers=workers)

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 
 from dogbreed.backbones import Preprocess
+from dogbreed.cores import usable_cores
 from dogbreed.data import layout as layout_mod
 from dogbreed.data.feature_cache import CachedFeatures, FeatureCache, file_digest
 from dogbreed.data.images import load_rgb
@@ -25,8 +26,7 @@ log = logging.getLogger(__name__)
 
 def default_num_workers() -> int:
     """Leave one core for the training process; at most 8 workers."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(8, cores - 1))
+    return max(0, min(8, usable_cores() - 1))
 
 
 class _Loader:

@@ -7,7 +7,6 @@ Uses matplotlib's object API (``Figure`` renders with Agg), so it runs headless 
 from __future__ import annotations
 
 import math
-import os
 import random
 import re
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from dogbreed.atomic import replacing
 from dogbreed.data.images import load_rgb
 from dogbreed.data.layout import class_folders, count_images, find_splits, is_image_file
 
@@ -49,14 +49,8 @@ def pick_samples(split_dir: Path, n: int, seed: int) -> list[tuple[str, Path]]:
 
 
 def _save(fig: Figure, out: Path) -> Path:
-    """Write atomically: a temp file beside ``out`` (created with the usual permissions), then rename."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    with replacing(out) as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 

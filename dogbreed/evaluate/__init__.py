@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hydra
 from torch import nn
 
+from dogbreed.config import instantiate
 from dogbreed.evaluate.inference import (
     Predictions,
     cached_predictions,
@@ -77,12 +77,7 @@ class EvalSettings:
 def settings_from(node: Any) -> EvalSettings:
     """``cfg.evaluate`` → EvalSettings through its ``_target_``; a bad value raises its own error,
     unwrapped."""
-    from hydra.errors import InstantiationException
-
-    try:
-        return hydra.utils.instantiate(node)
-    except InstantiationException as exc:
-        raise (exc.__cause__ or exc) from None
+    return instantiate(node)
 
 
 def evaluate(

@@ -11,7 +11,6 @@ written to ``output_dir``. Nothing here can fail the training: report errors are
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,9 +20,12 @@ import lightning.pytorch as pl
 import psutil
 import torch
 
+from dogbreed.atomic import replacing
+from dogbreed.cores import usable_cores
+from dogbreed.perf import bf16_native
 from dogbreed.profiler.builtin_rules import resolve_params, run_profiler_rules
 from dogbreed.profiler.report import write_report
-from dogbreed.profiler.sampler import GpuMonitor, SystemSampler, usable_cores
+from dogbreed.profiler.sampler import GpuMonitor, SystemSampler
 from dogbreed.profiler.timeline import ProfileData, RunContext, StepTimer
 from dogbreed.rules import RuleResult
 
@@ -32,15 +34,6 @@ log = logging.getLogger(__name__)
 FRAMEWORK_PROFILE_DEFAULTS: dict[str, Any] = {"start_step": 5, "num_steps": 3, "export_trace": True}
 TOP_OPERATORS = 15
 _fits_in_process = 0  # the first fit in a process measures initialisation from the process start
-
-
-def _bf16_capable(device: str) -> bool:
-    try:
-        if device == "cuda":
-            return bool(torch.cuda.is_bf16_supported())
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def _feature_cache_state(datamodule: Any) -> bool | None:
@@ -224,7 +217,7 @@ class ProfilerCallback(pl.Callback):
             precision=str(trainer.precision),
             frozen=None if freeze is None else freeze in (True, "frozen"),
             feature_cache=_feature_cache_state(datamodule),
-            bf16_capable=_bf16_capable(device),
+            bf16_capable=bf16_native(device),
             data_verify=getattr(datamodule, "verify", None),
             num_sanity_val_steps=getattr(trainer, "num_sanity_val_steps", None),
         )
@@ -259,10 +252,8 @@ class ProfilerCallback(pl.Callback):
             for e in events[:TOP_OPERATORS]
         ]
         if self.framework_profile["export_trace"]:
-            self._out_dir.mkdir(parents=True, exist_ok=True)
-            partial = self._out_dir / ".torch_trace.json.partial"
-            prof.export_chrome_trace(str(partial))
-            os.replace(partial, self._out_dir / "torch_trace.json")
+            with replacing(self._out_dir / "torch_trace.json") as tmp:
+                prof.export_chrome_trace(str(tmp))
 
     @property
     def _out_dir(self) -> Path:

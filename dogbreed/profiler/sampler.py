@@ -18,18 +18,13 @@ from typing import Any
 import numpy as np
 import psutil
 
+from dogbreed.cores import usable_cores
+
 log = logging.getLogger(__name__)
 
 # How often (seconds) the sampler re-discovers the training process's children (data-loader workers):
 # psutil.Process.children() scans every process, so it is not done on every sample.
 CHILD_RESCAN_S = 10.0
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (cgroup/affinity aware where the OS tells)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
 
 
 def nvml_device(cuda_index: int, visible: str | None) -> int | str:
