@@ -3,7 +3,8 @@ report.
 
 PATH is an smdebug trial folder: the local one a run writes (``<output_dir>/debug-output``) or a SageMaker
 job's Debugger output downloaded from S3 (``aws s3 sync s3://…/<job>/debug-output ./debug-output``).
-The reports (``debugger.json``, ``debugger.html``) go to ``--output`` (default: ``PATH/reports``).
+The reports (``debugger.json``, ``debugger.html``) go to the reports folder ``--output`` (default:
+``PATH/reports``).
 Rule parameters use SageMaker's names: ``--set Overfit.ratio_threshold=0.2 --set DeadRelu=off``.
 Exit status: 0, or 1 with ``--fail-on-issues`` when a rule found issues, or 2 on bad input.
 """
@@ -58,10 +59,18 @@ def analyze(
         input_regex=pwi.activation_inputs_regex if pwi else ".*relu_input",
     )
     results, findings = run_debugger_rules(rules, history)
-    out = output or path / "reports"
+    reports_dir = output or path / "reports"
     subtitle = f"smdebug trial {path} · {history.last_step or 0} steps"
     paths = write_report(
-        out, results, rules, findings, history, html=html, subtitle=subtitle, trial=str(path), stopped=None
+        reports_dir,
+        results,
+        rules,
+        findings,
+        history,
+        html=html,
+        subtitle=subtitle,
+        trial=str(path),
+        stopped=None,
     )
     return paths, results
 
@@ -77,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         "analyze", help="run the Debugger rules over an smdebug trial folder", description=analyze.__doc__
     )
     p.add_argument("path", type=Path, help="smdebug trial folder (holds index/ and events/)")
-    p.add_argument("-o", "--output", type=Path, default=None, help="report folder (default: PATH/reports)")
+    p.add_argument("-o", "--output", type=Path, default=None, help="reports folder (default: PATH/reports)")
     p.add_argument(
         "--set",
         dest="settings",

@@ -83,7 +83,7 @@ def settings_from(node: Any) -> EvalSettings:
 def evaluate(
     model: nn.Module | str | Path,
     folder: str | Path,
-    out_dir: str | Path,
+    reports_dir: str | Path,
     settings: EvalSettings | None = None,
     batch_size: int = 32,
     num_workers: int = 0,
@@ -91,7 +91,7 @@ def evaluate(
     label: str | None = None,
 ) -> Report:
     """Evaluate ``model`` (a BreedClassifier, or a path ``load_source`` reads) on the ImageFolder split
-    ``folder`` and write the report into ``out_dir``. A ``datamodule`` serving cached backbone features
+    ``folder`` and write the report into ``reports_dir``. A ``datamodule`` serving cached backbone features
     (frozen backbone) lets a checkpoint be evaluated from those features instead of the images."""
     settings = settings or EvalSettings()
     label = label or (str(model) if isinstance(model, str | Path) else f"{type(model).__name__} (in memory)")
@@ -111,7 +111,7 @@ def evaluate(
         n_bins=settings.calibration_bins,
     )
     context = {"model": label, "folder": str(folder), "split": settings.split}
-    return write_report(metrics, out_dir, settings.report_name, context, settings.confusion_classes)
+    return write_report(metrics, reports_dir, settings.report_name, context, settings.confusion_classes)
 
 
 def evaluate_run(

@@ -2,9 +2,9 @@
 
 ``ckpt`` is a Lightning checkpoint, an exported ``model.pt`` (or its folder), or the ``model.tar.gz`` a
 SageMaker job wrote. Without ``data=…`` the dataset is the one the run trained on (read from the run's
-``.hydra/config.yaml`` when ``ckpt`` lies inside a run's output folder). Only the evaluated split has to
-exist under ``data.root``, so a folder holding just ``test/`` works. The report goes to
-``<run>/reports/`` (or ``reports/`` beside ``ckpt``) unless ``output_dir`` says otherwise.
+``.hydra/config.yaml`` when ``ckpt`` lies inside a run's output directory). Only the evaluated split has
+to exist under ``data.root``, so a folder holding just ``test/`` works. The report goes to the run's reports
+folder ``<output_dir>/reports/`` (or ``reports/`` beside ``ckpt``) unless ``output_dir=…`` names another.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from dogbreed.evaluate import Report, evaluate, settings_from, split_dir
 log = logging.getLogger("dogbreed.evaluate")
 
 
-def run_directory(ckpt: Path) -> Path | None:
-    """The training run ``ckpt`` belongs to (``<run>/checkpoints/x.ckpt``, ``<run>/model/model.pt``),
-    if any."""
+def run_output_dir(ckpt: Path) -> Path | None:
+    """The output directory of the training run ``ckpt`` belongs to (``<output_dir>/checkpoints/x.ckpt``,
+    ``<output_dir>/model/model.pt``), if any."""
     start = ckpt if ckpt.is_dir() else ckpt.parent
     for candidate in (start, start.parent):
         if (candidate / ".hydra" / "config.yaml").is_file():
@@ -32,22 +32,22 @@ def run_directory(ckpt: Path) -> Path | None:
     return None
 
 
-def data_config(cfg: DictConfig, run_dir: Path | None) -> tuple[DictConfig, str]:
+def data_config(cfg: DictConfig, output_dir: Path | None) -> tuple[DictConfig, str]:
     """The ``data`` section to use and where it came from (the CLI, or the run's saved config)."""
     if cfg.get("data") is not None:
         return cfg.data, "data=…"
-    if run_dir is not None:
-        saved = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    if output_dir is not None:
+        saved = OmegaConf.load(output_dir / ".hydra" / "config.yaml")
         if saved.get("data") is not None:
-            return saved.data, str(run_dir / ".hydra" / "config.yaml")
+            return saved.data, str(output_dir / ".hydra" / "config.yaml")
     raise ConfigError(
-        f"No dataset for ckpt={cfg.ckpt}: it is not inside a training run's output folder, so pass one, "
+        f"No dataset for ckpt={cfg.ckpt}: it is not inside a training run's output directory, so pass one, "
         "e.g. data=folder data.root=/path/to/dataset (or data=dogbreed, data=synthetic)"
     )
 
 
 def run(cfg: DictConfig) -> Report:
-    """Resolve model, data and output folder from ``cfg`` (``conf/eval.yaml``) and write the report."""
+    """Resolve model, data and reports folder from ``cfg`` (``conf/eval.yaml``) and write the report."""
     if OmegaConf.is_missing(cfg, "ckpt"):
         raise ConfigError(
             "ckpt is required: python -m dogbreed.evaluate ckpt=outputs/…/checkpoints/best….ckpt "
@@ -56,8 +56,8 @@ def run(cfg: DictConfig) -> Report:
     ckpt = Path(cfg.ckpt).expanduser()
     if not ckpt.exists():
         raise FileNotFoundError(f"ckpt={ckpt}: no such file or folder")
-    run_dir = run_directory(ckpt)
-    data, origin = data_config(cfg, run_dir)
+    output_dir = run_output_dir(ckpt)
+    data, origin = data_config(cfg, output_dir)
     if data.get("synthetic") is not None:
         from dogbreed.data.synthetic import SyntheticSpec, ensure
 
@@ -70,7 +70,9 @@ def run(cfg: DictConfig) -> Report:
         ) from None
     settings = settings_from(cfg.evaluate)
     beside = ckpt if ckpt.is_dir() else ckpt.parent
-    out_dir = Path(cfg.output_dir).expanduser() if cfg.get("output_dir") else (run_dir or beside) / "reports"
+    reports_dir = (
+        Path(cfg.output_dir).expanduser() if cfg.get("output_dir") else (output_dir or beside) / "reports"
+    )
     if data.get("num_workers") is None:
         from dogbreed.data.datamodule import default_num_workers
 
@@ -79,7 +81,12 @@ def run(cfg: DictConfig) -> Report:
         num_workers = int(data.num_workers)
     log.info("Evaluating %s on %s", ckpt, folder)
     return evaluate(
-        ckpt, folder, out_dir, settings, batch_size=int(data.get("batch_size") or 32), num_workers=num_workers
+        ckpt,
+        folder,
+        reports_dir,
+        settings,
+        batch_size=int(data.get("batch_size") or 32),
+        num_workers=num_workers,
     )
 
 

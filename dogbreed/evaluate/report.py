@@ -161,11 +161,11 @@ def _per_class(m: Metrics) -> str:
 
 
 def write_report(
-    metrics: Metrics, out_dir: str | Path, name: str, context: dict[str, Any], confusion_classes: int = 20
+    metrics: Metrics, reports_dir: str | Path, name: str, context: dict[str, Any], confusion_classes: int = 20
 ) -> Report:
-    """Write every file of the report into ``out_dir``;
+    """Write every file of the report into ``reports_dir``;
     ``context`` (model, data, split) goes into the JSON."""
-    out_dir = Path(out_dir)
+    reports_dir = Path(reports_dir)
     classes = block_classes(metrics.confusion, metrics.most_confused, metrics.class_names, confusion_classes)
     pngs = {
         "confusion_png": plots.to_png(
@@ -174,9 +174,9 @@ def write_report(
         "reliability_png": plots.to_png(plots.reliability_figure(metrics.calibration)),
         "top_losses_png": plots.to_png(plots.top_losses_figure(metrics.top_losses), tight=False),
     }
-    files = {key: write_bytes(out_dir / f"{name}_{key[:-4]}.png", data) for key, data in pngs.items()}
-    files["confusion_csv"] = write_bytes(out_dir / f"{name}_confusion.csv", confusion_csv(metrics))
-    html_path, json_path = out_dir / f"{name}.html", out_dir / f"{name}.json"
+    files = {key: write_bytes(reports_dir / f"{name}_{key[:-4]}.png", data) for key, data in pngs.items()}
+    files["confusion_csv"] = write_bytes(reports_dir / f"{name}_confusion.csv", confusion_csv(metrics))
+    html_path, json_path = reports_dir / f"{name}.html", reports_dir / f"{name}.json"
     csv_link = f'<a href="{H.esc(files["confusion_csv"].name)}">{H.esc(files["confusion_csv"].name)}</a>'
     shown = (
         "all classes"

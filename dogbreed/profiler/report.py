@@ -175,18 +175,18 @@ def epochs_table(data: ProfileData) -> list[dict[str, Any]]:
 
 
 def write_report(
-    out_dir: Path,
+    reports_dir: Path,
     data: ProfileData,
     results: list[RuleResult],
     parameters: dict[str, Any],
     html_report: bool = True,
 ) -> dict[str, Path]:
     """Write profiler.json (and profiler.html); returns their paths."""
-    out_dir = Path(out_dir)
+    reports_dir = Path(reports_dir)
     summary = summarize(data, results)
     paths = {
         "json": write_rules_report(
-            out_dir / "profiler.json",
+            reports_dir / "profiler.json",
             results,
             summary=summary,
             epochs=epochs_table(data),
@@ -200,6 +200,6 @@ def write_report(
     }
     if html_report:
         paths["html"] = html.write_html_atomic(
-            out_dir / "profiler.html", render_html(data, results, summary, epochs_table(data), parameters)
+            reports_dir / "profiler.html", render_html(data, results, summary, epochs_table(data), parameters)
         )
     return paths
