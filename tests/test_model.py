@@ -74,9 +74,17 @@ def test_mlp_head_has_dropout_and_hidden_layer():
     assert any(isinstance(m, nn.Dropout) and m.p == 0.5 for m in layers)
 
 
-def test_class_names_are_stored_in_the_checkpoint_hparams():
-    model = make()
-    assert model.hparams.class_names == ["a", "b", "c"]
+def test_class_names_are_stored_in_the_checkpoint_hparams(trained_run, synthetic_root):
+    # Read back from the checkpoint file the run wrote, not from the model in memory.
+    classes = sorted(p.name for p in (synthetic_root / "train").iterdir())
+    ckpt = trained_run["best_checkpoint"]
+    assert (
+        torch.load(ckpt, map_location="cpu", weights_only=False)["hyper_parameters"]["class_names"] == classes
+    )
+    restored = BreedClassifier.load_from_checkpoint(ckpt, map_location="cpu", weights=None)
+    assert restored.class_names == list(restored.hparams.class_names) == classes
+    with torch.no_grad():
+        assert restored.eval()(torch.zeros(1, 3, 64, 64)).shape == (1, len(classes))
 
 
 def test_gradual_unfreezes_backbone_with_lower_lr(cfg_factory):
