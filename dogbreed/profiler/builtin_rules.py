@@ -50,6 +50,15 @@ class ProfilerRule(Rule):
     def check(self, j: Judge) -> RuleResult:
         raise NotImplementedError
 
+    def without_gpu(self, j: Judge, utilisation: bool = True) -> RuleResult | None:
+        """NoIssuesFound saying why, when the run gives a GPU rule nothing to judge (no GPU, or, for
+        ``utilisation``, no NVML); None when it does."""
+        if not j.data.system.has_gpu:
+            return self.outcome(False, NO_GPU)
+        if utilisation and not j.data.system.gpu_util_measured:
+            return self.outcome(False, NO_GPU_UTIL)
+        return None
+
     def too_few(self, n: int) -> RuleResult:
         return self.outcome(
             False,
@@ -68,10 +77,8 @@ class LowGPUUtilization(ProfilerRule):
 
     def check(self, j: Judge) -> RuleResult:
         sys, ctx = j.data.system, j.data.context
-        if not sys.has_gpu:
-            return self.outcome(False, NO_GPU)
-        if not sys.gpu_util_measured:
-            return self.outcome(False, NO_GPU_UTIL)
+        if (skipped := self.without_gpu(j)) is not None:
+            return skipped
         util, times = j.train("gpu_util", self.patience), j.times(self.patience)
         if len(util) < MIN_DATAPOINTS:
             return self.too_few(len(util))
@@ -175,10 +182,8 @@ class BatchSize(ProfilerRule):
 
     def check(self, j: Judge) -> RuleResult:
         sys = j.data.system
-        if not sys.has_gpu:
-            return self.outcome(False, NO_GPU)
-        if not sys.gpu_util_measured:
-            return self.outcome(False, NO_GPU_UTIL)
+        if (skipped := self.without_gpu(j)) is not None:
+            return skipped
         cpu = j.train("cpu_cores", self.patience).mean(axis=1)
         util, mem = j.train("gpu_util", self.patience), j.train("gpu_mem_pct", self.patience)
         times = j.times(self.patience)
@@ -316,9 +321,9 @@ class GPUMemoryIncrease(ProfilerRule):
     window: int = 10
 
     def check(self, j: Judge) -> RuleResult:
+        if (skipped := self.without_gpu(j, utilisation=False)) is not None:
+            return skipped
         sys = j.data.system
-        if not sys.has_gpu:
-            return self.outcome(False, NO_GPU)
         mem, times = j.train("gpu_mem_pct"), j.times()
         pat = j.patience(self.patience, len(mem))
         w = max(1, int(self.window))
