@@ -20,8 +20,7 @@ TORCH = REPO / ".venv-torch"
 TRAIN = REPO / ".venv-toolkit-train"  # torch + sagemaker-training + sagemaker-pytorch-training
 SERVE = REPO / ".venv-toolkit-serve"  # torch + sagemaker-pytorch-inference + torchserve
 V3 = REPO / ".venv-v3-driver"  # sagemaker v3 (its ModelTrainer and job driver), no torch
-STAMP = ".installed"
-MAKE_TARGET = {TORCH: "toolkit-envs", TRAIN: "toolkit-envs", SERVE: "toolkit-envs", V3: "toolkit-envs"}
+STAMP = ".installed"  # written by the Makefile once a venv is complete
 
 
 def site_packages(venv: Path) -> Path:
@@ -58,7 +57,7 @@ def require(venv: Path) -> Path:
         import pytest
 
         pytest.fail(
-            f"{venv.name} is missing: run `make {MAKE_TARGET[venv]}` (it builds the toolkit environments)",
+            f"{venv.name} is missing: run `make toolkit-envs` (it builds the toolkit lanes' environments)",
             pytrace=False,
         )
     return venv

