@@ -4,7 +4,8 @@ The model dir goes through model.tar.gz into a relocated ``/opt/ml/model`` as on
 (the inference image's command) starts TorchServe (Java 17), which runs ``code/inference.py`` in its
 Python worker. The toolkit writes ``/etc/sagemaker-ts.properties``, so the lane needs root (CI is root);
 anyone else gets a skip saying so. Every process started here (serve, the Java frontend, its Python
-workers) shares one process group, which the teardown kills.
+workers) shares one process group, which the teardown kills. ``serve`` finds its Java process by scanning
+all processes, so it refuses to start while another TorchServe runs on the machine.
 """
 
 from __future__ import annotations
