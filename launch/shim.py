@@ -3,7 +3,8 @@
 SageMaker runs ``python sagemaker_entry.py --model.lr 0.01 --model.optimizer '"adam"' …`` with ``SM_*``
 environment variables. This shim turns that into a ``python -m dogbreed.train`` invocation:
 
-- ``--key value`` / ``--key=value`` hyperparameters (JSON-quoted categoricals decoded) → ``key=value``;
+- ``--key value`` / ``--key=value`` hyperparameters (JSON-quoted categoricals decoded; ``model__lr``, how
+  SDK v3's driver must receive ``model.lr``, read as ``model.lr``) → ``key=value``;
   SageMaker's own (``sagemaker_*``, ``_tuning_objective_metric``) are dropped; plain ``key=value`` passes
   through;
 - ``SM_CHANNEL_TRAIN/VALID/TEST`` → ``data.root`` (one ``SM_CHANNEL_TRAINING`` holding all three works too);
@@ -13,7 +14,13 @@ environment variables. This shim turns that into a ``python -m dogbreed.train`` 
 - ``/opt/ml/checkpoints`` (``DOGBREED_CHECKPOINT_DIR``) → the checkpoint dir; its ``last.ckpt`` →
   ``ckpt_path`` (a spot-interrupted job resumes where it stopped);
 - ``SM_NUM_GPUS`` / ``SM_HOSTS`` / ``SM_CURRENT_HOST`` → trainer accelerator, devices, nodes (and the
-  rendezvous variables Lightning reads when torchrun is not launching us).
+  rendezvous variables Lightning reads when torchrun is not launching us);
+- a failure's message → SageMaker's failure file (``SM_OUTPUT_FAILURE``, else ``$SM_OUTPUT_DIR/failure``).
+
+Both runners set these: the training toolkit of SDK v2's framework images (``SM_OUTPUT_DIR``, and
+``SAGEMAKER_BASE_DIR`` may move ``/opt/ml``), and SDK v3 ModelTrainer's own ``sm_train.sh`` driver, which
+also sets ``SM_OUTPUT_FAILURE``, ``SM_MASTER_ADDR``/``SM_MASTER_PORT`` and ``SM_CURRENT_HOST_RANK``
+(preferred for the rendezvous when present).
 
 Keys the user set explicitly win over derived trainer settings; container paths always win over user paths.
 Only the standard library and ``dogbreed`` are imported: the launcher itself is not needed in the job.
@@ -31,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from launch.overrides import from_hyperparameter, hydra_value, split_override
+from launch.overrides import from_hyperparameter, from_v3_hyperparameter_name, hydra_value, split_override
 
 log = logging.getLogger("launch.shim")
 CHECKPOINT_DIR = "/opt/ml/checkpoints"
@@ -63,7 +70,7 @@ def parse_args(argv: Sequence[str]) -> list[str]:
                 value = argv[i + 1] if has_value else "true"
                 i += 1 if has_value else 0
             if not (key.startswith("sagemaker_") or key.startswith("_")):
-                overrides.append(from_hyperparameter(key, value))
+                overrides.append(from_hyperparameter(from_v3_hyperparameter_name(key), value))
         elif "=" in token or token.startswith("~"):
             overrides.append(token)
         else:
@@ -144,10 +151,10 @@ def _trainer_overrides(env: Mapping[str, str], user_keys: set[str]) -> tuple[lis
     extra_env: dict[str, str] = {}
     if len(hosts) > 1 and "WORLD_SIZE" not in env:
         current = env.get("SM_CURRENT_HOST") or hosts[0]
-        extra_env = {
-            "MASTER_ADDR": hosts[0],
-            "MASTER_PORT": env.get("MASTER_PORT", "29500"),
-            "NODE_RANK": str(hosts.index(current)),
+        extra_env = {  # SM_MASTER_* / SM_CURRENT_HOST_RANK: SDK v3's driver; derived for the toolkit
+            "MASTER_ADDR": env.get("SM_MASTER_ADDR") or hosts[0],
+            "MASTER_PORT": env.get("MASTER_PORT") or env.get("SM_MASTER_PORT") or "29500",
+            "NODE_RANK": env.get("SM_CURRENT_HOST_RANK") or str(hosts.index(current)),
         }
     return overrides, extra_env
 
@@ -228,9 +235,18 @@ class _ErrorRecorder(logging.Handler):
         self.last = record.getMessage()
 
 
+def failure_file(env: Mapping[str, str]) -> Path:
+    """Where SageMaker reads FailureReason: SDK v3's driver names it (SM_OUTPUT_FAILURE); the training
+    toolkit gives its output dir (SM_OUTPUT_DIR, which SAGEMAKER_BASE_DIR relocates)."""
+    for name in ("DOGBREED_FAILURE_FILE", "SM_OUTPUT_FAILURE"):
+        if env.get(name):
+            return Path(env[name])
+    return Path(env["SM_OUTPUT_DIR"]) / "failure" if env.get("SM_OUTPUT_DIR") else Path(FAILURE_FILE)
+
+
 def _write_failure(message: str) -> None:
-    """SageMaker shows the content of /opt/ml/output/failure as the job's FailureReason."""
-    failure = Path(os.environ.get("DOGBREED_FAILURE_FILE", FAILURE_FILE))
+    """SageMaker shows the content of the failure file (see failure_file) as the job's FailureReason."""
+    failure = failure_file(os.environ)
     if failure.parent.is_dir():
         failure.write_text(message[:1024])
 
