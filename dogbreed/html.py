@@ -22,7 +22,8 @@ img.plot{max-width:100%;height:auto;display:block;margin:.5rem 0}.muted{color:#6
 pre{background:#f6f8fa;padding:.5rem .7rem;overflow-x:auto;border-radius:4px;margin:.2rem 0 .8rem}\
 code{background:#f6f8fa;padding:0 .2rem}
 .cards{display:flex;flex-wrap:wrap;gap:.6rem}\
-.card{border:1px solid #ddd;border-radius:6px;padding:.5rem .9rem;min-width:8rem}.card .value{font-size:1.5rem;font-weight:600}
+.card{border:1px solid #ddd;border-radius:6px;padding:.5rem .9rem;min-width:8rem}\
+.card .value{font-size:1.5rem;font-weight:600}
 """
 
 
