@@ -77,13 +77,14 @@ def find_lr(cfg: DictConfig, objects: dict[str, Any], apply: bool = False) -> LR
 
     trainer, model, datamodule = objects["trainer"], objects["model"], objects["datamodule"]
     configured = float(model.hparams.lr)
-    # The finder's fit must not run this run's callbacks (reports, checkpoints) or log to its loggers.
-    callbacks, loggers = trainer.callbacks, trainer.loggers
-    trainer.callbacks, trainer.loggers = [], []
+    # The finder's fit must not run this run's callbacks (reports, checkpoints) or log to its loggers, and
+    # its 100 steps must not be cut short by trainer.max_epochs on a small dataset (it sets max_steps).
+    callbacks, loggers, max_epochs = trainer.callbacks, trainer.loggers, trainer.fit_loop.max_epochs
+    trainer.callbacks, trainer.loggers, trainer.fit_loop.max_epochs = [], [], -1
     try:
         finder = Tuner(trainer).lr_find(model, datamodule=datamodule, update_attr=apply, attr_name="lr")
     finally:
-        trainer.callbacks, trainer.loggers = callbacks, loggers
+        trainer.callbacks, trainer.loggers, trainer.fit_loop.max_epochs = callbacks, loggers, max_epochs
     if finder is None:
         return None
     suggestion = finder.suggestion()
