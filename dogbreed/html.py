@@ -61,6 +61,18 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], status_col: int
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+def cards(items: Iterable[tuple[str, Any]]) -> str:
+    """Headline numbers as a row of cards: (label, value) pairs, value on top."""
+    return (
+        '<div class="cards">'
+        + "".join(
+            f'<div class="card"><div class="value">{esc(v)}</div><div class="muted">{esc(k)}</div></div>'
+            for k, v in items
+        )
+        + "</div>"
+    )
+
+
 def rules_table(rules: Sequence[Any]) -> str:
     """The shared rule-result table (name, status, step, message, recommendation)."""
     return table(

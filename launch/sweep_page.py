@@ -120,13 +120,10 @@ def write_sweep_page(study: optuna.Study, output_dir: str | Path, summary: dict[
             ("best objective", _fmt(summary.get("best_value"))),
             ("direction", study.direction.name.lower()),
         ]
-        headline = '<div class="cards">' + "".join(
-            f'<div class="card"><div class="value">{H.esc(v)}</div><div class="muted">{H.esc(k)}</div></div>'
-            for k, v in cards
-        )
+        headline = H.cards(cards)
         history = _plot(optuna.visualization.matplotlib.plot_optimization_history, study, "history")
         sections = [
-            ("Headline", headline + "</div>"),
+            ("Headline", headline),
             ("Best trial", best_section(study, summary, reports)),
             ("Optimisation history", history or '<p class="muted">No completed trial yet.</p>'),
             ("Parameter importances", importances(study)),

@@ -54,8 +54,9 @@ def test_bad_value_is_named_before_anything_slow(cfg_factory):
 
 
 def test_cli_prints_the_command_that_uses_the_suggestion(synthetic_root: Path, tmp_path: Path):
-    args = [f"data.root={synthetic_root}", "data.num_workers=0", "data.batch_size=16", "model=mobilenet_v2",
-            "model.allow_random_init=true", "trainer=cpu", f"paths.output_dir={tmp_path / 'find'}"]  # fmt: skip
+    args = [f"data.root={synthetic_root}", "data.num_workers=0", "data.batch_size=16",
+            "model=mobilenet_v2", "model.allow_random_init=true", "trainer=cpu",
+            f"paths.output_dir={tmp_path / 'find'}"]  # fmt: skip
     done = subprocess.run(
         [sys.executable, "-m", "dogbreed.lr_find", *args], capture_output=True, text=True, timeout=600
     )

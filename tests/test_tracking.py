@@ -1,4 +1,4 @@
-"""``logger=mlflow``: a real MLflow store on disk (the default, SQLite in mlruns/), read back with MlflowClient."""
+"""``logger=mlflow``: a real MLflow store on disk (SQLite in mlruns/), read back by MlflowClient."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ def test_flat_params_are_the_training_keys(cfg_factory):
     from dogbreed.tracking import flat_params
 
     params = flat_params(cfg_factory(["model.lr=0.05"]))
-    assert params["model.lr"] == 0.05 and params["data.batch_size"] == 16 and params["trainer.max_epochs"] == 2
+    assert (
+        params["model.lr"] == 0.05 and params["data.batch_size"] == 16 and params["trainer.max_epochs"] == 2
+    )
     assert not any(k.startswith(("callbacks.", "logger.", "paths.")) for k in params)
 
 
@@ -35,8 +37,14 @@ def test_a_run_round_trips_through_mlflow(cfg_factory, tmp_path: Path, monkeypat
     monkeypatch.chdir(tmp_path)  # MLflow puts a local store's artifacts in ./mlruns/<experiment id>
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     cfg = cfg_factory(
-        ["logger=mlflow", f"paths.root_dir={tmp_path}", "trainer.max_epochs=3", "model.lr=0.05",
-         "callbacks.debugger=null", "callbacks.profiler=null"]  # fmt: skip
+        [
+            "logger=mlflow",
+            f"paths.root_dir={tmp_path}",
+            "trainer.max_epochs=3",
+            "model.lr=0.05",
+            "callbacks.debugger=null",
+            "callbacks.profiler=null",
+        ]  # fmt: skip
     )
     metrics, objects = train(cfg)
     (logger,) = [lg for lg in objects["trainer"].loggers if type(lg).__name__ == "MLFlowLogger"]
@@ -45,7 +53,11 @@ def test_a_run_round_trips_through_mlflow(cfg_factory, tmp_path: Path, monkeypat
     (run,) = client.search_runs([client.get_experiment_by_name("dogbreed").experiment_id])
     assert run.info.run_id == logger.run_id and run.info.status == "FINISHED"
     params = run.data.params
-    assert params["model.lr"] == "0.05" and params["data.batch_size"] == "16" and params["backbone"] == "mobilenet_v2"
+    assert (
+        params["model.lr"] == "0.05"
+        and params["data.batch_size"] == "16"
+        and params["backbone"] == "mobilenet_v2"
+    )
     val_acc = client.get_metric_history(run.info.run_id, "val_acc")
     assert len(val_acc) == 3  # one point per epoch
     assert run.data.metrics["final/test_acc"] == pytest.approx(metrics["test_acc"])

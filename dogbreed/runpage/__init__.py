@@ -113,7 +113,7 @@ def commands(cfg: DictConfig, metrics: dict[str, Any], objects: dict[str, Any]) 
 
 
 def _lr_find_section(reports: Path) -> str | None:
-    found = P._read_json(reports / "lr_find.json")
+    found = P.read_json(reports / "lr_find.json")
     plot = reports / "lr_find.png"
     if not found or not plot.is_file():
         return None

@@ -26,7 +26,7 @@ REPORTS = (
 )
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -56,14 +56,7 @@ def headline(metrics: dict[str, Any], best: int | None, monitor: str | None) -> 
         ("epochs", _fmt(metrics.get("epochs"))),
         ("wall time", f"{metrics['wall_time_s']:.0f} s" if metrics.get("wall_time_s") else "—"),
     ]
-    return (
-        '<div class="cards">'
-        + "".join(
-            f'<div class="card"><div class="value">{H.esc(v)}</div><div class="muted">{H.esc(k)}</div></div>'
-            for k, v in cards
-        )
-        + "</div>"
-    )
+    return H.cards(cards)
 
 
 def story(facts: Sequence[str]) -> str:
@@ -104,7 +97,7 @@ def training_facts(history: Epochs, metrics: dict[str, Any], info: dict[str, Any
 def report_facts(reports: Path) -> list[str]:
     """One line from each of the other reports that found something."""
     facts = []
-    evaluation = _read_json(reports / "evaluation.json")
+    evaluation = read_json(reports / "evaluation.json")
     if evaluation and evaluation.get("most_confused"):
         pair = evaluation["most_confused"][0]
         facts.append(
@@ -114,7 +107,7 @@ def report_facts(reports: Path) -> list[str]:
             "mistakes; the evaluation report shows them)."
         )
     for name in ("debugger", "profiler"):
-        data = _read_json(reports / f"{name}.json")
+        data = read_json(reports / f"{name}.json")
         if not data:
             continue
         found = [r for r in data.get("rules", []) if r.get("status") == "IssuesFound"]
