@@ -160,13 +160,25 @@ class SyntheticSpec:
     test_per_class: int = 20
     image_size: int = 160
     seed: int = 0
+    # true: look-alike pairs side by side (num_classes=4 is two pairs); false: one of each pair first
+    # (num_classes=4 is four different families: a quick learner for tests).
+    lookalikes: bool = True
 
-    def class_names(self) -> list[str]:
+    def patterns(self) -> list[int]:
+        """Indices into PATTERNS, in class order."""
         if not 2 <= self.num_classes <= len(PATTERNS):
             raise ValueError(
                 f"data.synthetic.num_classes must be between 2 and {len(PATTERNS)}, got {self.num_classes}"
             )
-        return [f"{i + 1:03d}.{PATTERNS[i][0]}" for i in range(self.num_classes)]
+        order = (
+            range(len(PATTERNS))
+            if self.lookalikes
+            else [*range(0, len(PATTERNS), 2), *range(1, len(PATTERNS), 2)]
+        )
+        return list(order)[: self.num_classes]
+
+    def class_names(self) -> list[str]:
+        return [f"{k + 1:03d}.{PATTERNS[i][0]}" for k, i in enumerate(self.patterns())]
 
 
 def draw_image(class_index: int, size: int, rng: random.Random) -> Image.Image:
@@ -193,18 +205,18 @@ def generate(root: str | Path, spec: SyntheticSpec | None = None) -> Path:
     """Write the dataset into ``root`` atomically (temp folder, then rename); return ``root``."""
     spec = spec or SyntheticSpec()
     root = Path(root)
-    names = spec.class_names()
+    names, patterns = spec.class_names(), spec.patterns()
     rng = random.Random(spec.seed)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
     try:
         counts = {"train": spec.train_per_class, "valid": spec.valid_per_class, "test": spec.test_per_class}
         for split, n in counts.items():
-            for ci, name in enumerate(names):
+            for pattern, name in zip(patterns, names, strict=True):
                 folder = tmp / split / name
                 folder.mkdir(parents=True)
                 for k in range(n):
-                    draw_image(ci, spec.image_size, rng).save(
+                    draw_image(pattern, spec.image_size, rng).save(
                         folder / f"{name.split('.', 1)[1]}_{k:05d}.jpg", quality=90
                     )
         (tmp / SPEC_FILE).write_text(json.dumps(_marker(spec), indent=2))
@@ -238,7 +250,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("root", type=Path, help="folder to write (replaced if it was generated before)")
     defaults = SyntheticSpec()
     for key, value in asdict(defaults).items():
-        parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=value)
+        if isinstance(value, bool):
+            parser.add_argument(f"--{key}", action=argparse.BooleanOptionalAction, default=value)
+        else:
+            parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=value)
     args = parser.parse_args(argv)
     spec = SyntheticSpec(**{k: getattr(args, k) for k in asdict(defaults)})
     print(generate(args.root, spec))
