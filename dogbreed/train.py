@@ -22,7 +22,9 @@ from dogbreed.backbones import WeightsUnavailableError
 from dogbreed.callbacks.metric_lines import FINAL_KEYS, format_value
 from dogbreed.config import CONFIG_DIR, ConfigError, instantiate, validate
 from dogbreed.data.layout import DatasetError
+from dogbreed.lr_find import mode as lr_find_mode
 from dogbreed.perf import auto_precision
+from dogbreed.tracking import log_config, log_final
 
 log = logging.getLogger("dogbreed.train")
 
@@ -124,6 +126,7 @@ def train(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit, test, export; write metrics.json. Returns ``(metrics, objects)``."""
     validate(cfg)
+    lr_find = lr_find_mode(cfg)
     started = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -140,6 +143,11 @@ def train(
         "pretrained weights loaded" if model.pretrained else "RANDOM INITIALISATION",
     )
 
+    if lr_find:
+        from dogbreed.lr_find import find_lr, print_result
+
+        print_result(find_lr(cfg, objects, apply=lr_find == "apply"))
+    log_config(trainer.loggers, cfg)
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics: dict[str, Any] = {
         "val_loss": _metric(trainer.callback_metrics, "val_loss"),
@@ -187,6 +195,12 @@ def train(
     metrics["output_dir"] = str(output_dir)
     if trainer.is_global_zero:
         write_json(output_dir / "metrics.json", metrics, sort_keys=True)
+        from dogbreed.runpage import write_run_page
+
+        page = write_run_page(cfg, metrics, objects)
+        log_final(trainer.loggers, metrics, output_dir)
+        if page is not None:
+            print(f"Run report: {page}", flush=True)
         for key in FINAL_KEYS:
             if metrics.get(key) is not None:
                 print(f"{key}={format_value(float(metrics[key]))}", flush=True)

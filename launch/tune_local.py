@@ -27,6 +27,7 @@ from dogbreed.atomic import write_text
 from dogbreed.config import CONFIG_DIR, ConfigError, compose
 from launch.overrides import hydra_value
 from launch.space import Param, build_space, override
+from launch.sweep_page import write_sweep_page
 
 log = logging.getLogger("launch.tune")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -177,5 +178,6 @@ def run_local(cfg: DictConfig, train_overrides: Sequence[str]) -> dict[str, Any]
             tune.max_jobs,
         )
     summary = write_outputs(study, train_overrides, output_dir)
+    summary["report"] = write_sweep_page(study, output_dir, summary)
     summary.update(study=tune.study_name, output_dir=str(output_dir.resolve()))
     return summary

@@ -29,6 +29,7 @@ TINY_SPEC = {
     "test_per_class": 4,
     "image_size": 64,
     "seed": 0,
+    "lookalikes": False,  # four different families: learnable in a few epochs (the demo keeps the pairs)
 }
 
 

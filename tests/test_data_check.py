@@ -83,7 +83,7 @@ def test_clean_dataset_passes(synthetic_root: Path, capsys):
         "min_class": "001.Circles",
         "median": 12,
         "max": 12,
-        "max_class": "004.Triangles",
+        "max_class": "004.Checkerboard",
     }
     assert main(["check", str(synthetic_root), "--quiet"]) == 0
     assert "OK: nothing would break training" in capsys.readouterr().out

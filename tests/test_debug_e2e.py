@@ -34,7 +34,7 @@ def test_broken_option_is_caught_and_stopped(cfg_factory, tmp_path: Path) -> Non
             "logger=none",
             "test=false",
             "export.enabled=false",
-            # 3 steps per epoch here (the demo data has 12): compare validation losses one epoch apart
+            # 3 steps per epoch here (the demo data has 15): compare validation losses one epoch apart
             "callbacks.debugger.rules.LossNotDecreasing.num_steps=3",
         ]
     )

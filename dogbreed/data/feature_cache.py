@@ -46,8 +46,20 @@ def cache_key(parts: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
+def view_image(
+    path: str, digest: str, view: int, eval_tf: Callable, aug_tf: Callable, min_side: int
+) -> torch.Tensor:
+    """View ``view`` of an image as the cache computes it: 0 = the eval transform (centre crop), ≥ 1 = the
+    train augmentation seeded by the image's digest, so a rebuilt cache (or a report) draws the same view."""
+    img = load_rgb(path, min_side)
+    if view == 0:
+        return eval_tf(img)
+    torch.manual_seed(int(digest[:15], 16) + view)
+    return aug_tf(img)
+
+
 class _Views(Dataset):
-    """(image i, view v) pairs; view 0 uses the eval transform, views ≥ 1 the seeded train augmentation."""
+    """(image i, view v) pairs, each drawn by ``view_image``."""
 
     def __init__(
         self, items: Sequence[tuple[str, str, int]], eval_tf: Callable, aug_tf: Callable, min_side: int
@@ -60,11 +72,7 @@ class _Views(Dataset):
 
     def __getitem__(self, index: int) -> torch.Tensor:
         path, digest, view = self.items[index]
-        img = load_rgb(path, self.min_side)
-        if view == 0:
-            return self.eval_tf(img)
-        torch.manual_seed(int(digest[:15], 16) + view)  # the same augmented view every time it is rebuilt
-        return self.aug_tf(img)
+        return view_image(path, digest, view, self.eval_tf, self.aug_tf, self.min_side)
 
 
 class FeatureCache:
