@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from serve.inference import load_model
+    from serve.inference import load_torchscript
     from serve.process import LocalServer
 
     levels = [int(c) for c in args.levels.split(",")]
@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"config": {k: str(v) for k, v in vars(args).items()}, "levels": {}, "reference_ms": {}}
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         model_pt, eager = build_model(args, Path(tmp))
-        scripted = load_model(str(model_pt), "cpu")
+        scripted = load_torchscript(str(model_pt), "cpu")
         references = {"eager": Reference(torch.load(eager, weights_only=False).eval(), body, None)}
         references.update({p: Reference(scripted, body, p) for p in precisions})
         servers: dict = {"baseline": Baseline(eager, args.threads)}

@@ -4,6 +4,9 @@ The event loop never runs the model; it submits items and awaits ``concurrent.fu
 The worker takes everything queued (up to ``max_batch_size``) and waits up to ``max_wait_s`` for more
 only while requests it has been told about (``announce``/``arriving``) are still being decoded — so a lone
 request never waits, and a burst is gathered into one forward pass.
+
+Admission (``reserve``/``release``) bounds the work a server has taken on before it reads a request's
+body; ``stalled_for`` tells a health check how long admitted work has gone without anything finishing.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class QueueFullError(RuntimeError):
-    """More items are waiting than ``max_queue`` allows; the caller should answer 503."""
+    """More items are waiting (or reserved) than ``max_queue`` allows; the caller should answer 503."""
 
 
 class StoppedError(RuntimeError):
@@ -61,6 +64,9 @@ class MicroBatcher:
         self.max_queue = max_queue
         self.stats = Stats()
         self._pending: collections.deque[tuple[Any, Future]] = collections.deque()
+        self._reserved = 0
+        self._busy_since = 0.0  # when work became pending (reserved or queued) while none was
+        self._progress = 0.0  # when work last finished (a batch, or a caller's ``progressed``)
         self._arriving = 0
         self._stopping = False
         self._cond = threading.Condition()
@@ -70,6 +76,41 @@ class MicroBatcher:
     @property
     def queued(self) -> int:
         return len(self._pending)
+
+    @property
+    def reserved(self) -> int:
+        return self._reserved
+
+    @property
+    def alive(self) -> bool:
+        """False once the worker thread has ended (stopped, or killed by something it could not catch)."""
+        return self._thread.is_alive()
+
+    def reserve(self, n: int) -> None:
+        """Admission: hold ``n`` of the ``max_queue`` slots for items a caller will submit (and then
+        ``release``). Raises QueueFullError at once when they are taken, StoppedError when stopping."""
+        with self._cond:
+            if self._stopping:
+                raise StoppedError("server is shutting down")
+            if self._reserved + n > self.max_queue:
+                raise QueueFullError(f"{self._reserved} images already admitted (limit {self.max_queue})")
+            if self._reserved == 0:
+                self._busy_since = time.monotonic()
+            self._reserved += n
+
+    def release(self, n: int) -> None:
+        with self._cond:
+            self._reserved -= n
+
+    def progressed(self) -> None:
+        """A caller finished a step of admitted work (e.g. decoding): the server is not stuck."""
+        self._progress = time.monotonic()
+
+    def stalled_for(self) -> float:
+        """Seconds work has been admitted or queued without anything finishing (0 when idle or moving)."""
+        if not self._reserved and not self._pending:
+            return 0.0
+        return time.monotonic() - max(self._busy_since, self._progress)
 
     def announce(self) -> None:
         """A request will submit soon (it is decoding):
@@ -100,6 +141,8 @@ class MicroBatcher:
                 raise StoppedError("server is shutting down")
             if len(self._pending) + len(items) > self.max_queue:
                 raise QueueFullError(f"{len(self._pending)} images already queued (limit {self.max_queue})")
+            if not self._pending and not self._reserved:
+                self._busy_since = time.monotonic()
             self._pending.extend(zip(items, futures, strict=True))
             self._cond.notify_all()
         return futures
@@ -137,6 +180,7 @@ class MicroBatcher:
             self.stats.cancelled += len(batch) - len(live)
             if live:
                 self._execute(live)
+                self._progress = time.monotonic()
 
     def _execute(self, live: list[tuple[Any, Future]]) -> None:
         try:

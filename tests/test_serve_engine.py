@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from serve import server as srv
-from serve.inference import decode_image, load_model
+from serve.inference import decode_image, load_torchscript
 from serve.runner import Runner, cpu_supports_bf16, pick_batch_size, resolve_precision
 
 
@@ -70,13 +70,13 @@ def wait_ready(url: str, timeout: float = 60) -> None:
 
 def test_503_until_the_model_is_loaded(model_pt, synthetic_root, monkeypatch):
     gate = threading.Event()
-    real_load = srv.load_model
+    real_load = srv.load_torchscript
 
     def slow_load(path, device=None):
         gate.wait(60)
         return real_load(path, device)
 
-    monkeypatch.setattr(srv, "load_model", slow_load)
+    monkeypatch.setattr(srv, "load_torchscript", slow_load)
     image = next((synthetic_root / "test").glob("*/*.jpg")).read_bytes()
     try:
         with inprocess_server(srv.Settings(model=str(model_pt), precision="fp32", warmup=False)) as url:
@@ -152,7 +152,7 @@ def test_a_missing_model_is_a_usage_error(tmp_path, capsys):
 
 
 def test_bf16_runner_agrees_with_the_fp32_artifact(model_pt, synthetic_root):
-    model = load_model(str(model_pt), "cpu")
+    model = load_torchscript(str(model_pt), "cpu")
     images = [decode_image(p.read_bytes()) for p in sorted((synthetic_root / "test").glob("*/*.jpg"))]
     fp32, bf16 = Runner(model, "fp32"), Runner(model, "bf16")
     assert bf16.precision == "bf16" and "frozen" in bf16.describe()

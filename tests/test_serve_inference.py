@@ -19,6 +19,7 @@ from PIL import Image
 
 from serve import inference
 from serve.inference import (
+    Limits,
     RequestError,
     decode_image,
     decode_request,
@@ -165,7 +166,7 @@ def truncated_jpeg() -> bytes:
     ("body", "status", "words"),
     [
         (b"", 400, "empty"),
-        (b"this is not an image at all", 400, "not an image"),
+        (b"this is not an image at all", 400, "is not a JPEG, PNG, WebP, BMP, GIF, TIFF or PPM image"),
         (truncated_jpeg(), 400, "truncated"),
         (encode(Image.new("L", (2000, 1000)), "PNG"), 413, "pixels"),  # over our limit (1,000,000 below)
         (png_header_only(100_000, 100_000), 413, "too large"),  # 10 gigapixels: Pillow's own bomb guard
@@ -174,7 +175,7 @@ def truncated_jpeg() -> bytes:
 )
 def test_bad_images_get_a_clear_status(body, status, words):
     with pytest.raises(RequestError) as info:
-        decode_image(body, "body", max_pixels=1_000_000)
+        decode_image(body, "body", Limits(max_image_pixels=1_000_000))
     assert info.value.status == status and words in str(info.value)
 
 
@@ -186,7 +187,7 @@ def b64(data: bytes) -> str:
     ("body", "content_type", "status", "words"),
     [
         (b"{not json", "application/json", 400, "not valid JSON"),
-        (b'["a list"]', "application/json", 400, "'instances'"),
+        (b'["a list"]', "application/json", 400, "must be an object"),
         (b'{"instances": []}', "application/json", 400, "'instances'"),
         (
             json.dumps({"instances": [{"b64": b64(b"x")}, {"image": "x"}]}).encode(),
@@ -204,7 +205,7 @@ def b64(data: bytes) -> str:
             json.dumps({"instances": [{"b64": b64(b"not an image")}]}).encode(),
             "application/json",
             400,
-            "instances[0] is not an image",
+            "instances[0] is not a JPEG",
         ),
         (
             json.dumps({"instances": [{"b64": "eA=="}] * 3}).encode(),
@@ -231,7 +232,7 @@ def b64(data: bytes) -> str:
 )
 def test_malformed_requests_name_the_field(body, content_type, status, words):
     with pytest.raises(RequestError) as info:
-        decode_request(body, content_type, max_instances=2)
+        decode_request(body, content_type, Limits(max_instances=2))
     assert info.value.status == status and words in str(info.value)
 
 

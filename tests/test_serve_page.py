@@ -67,4 +67,7 @@ def test_upload_a_photo_and_see_its_breed(server, synthetic_root, tmp_path):
         bad.write_text("not a picture")
         driver.find_element(By.ID, "file").send_keys(str(bad))
         WebDriverWait(driver, 20).until(lambda d: d.find_element(By.ID, "error").text)
-        assert "notes.png: body is not an image" in driver.find_element(By.ID, "error").text
+        assert (
+            "notes.png: body is not a JPEG, PNG, WebP, BMP, GIF, TIFF or PPM image"
+            in driver.find_element(By.ID, "error").text
+        )

@@ -156,7 +156,7 @@ def truncated_jpeg() -> bytes:
 @pytest.mark.parametrize(
     ("make", "content_type", "status", "words"),
     [
-        (lambda: b"GIF? no: just some text", "image/jpeg", 400, "not an image"),
+        (lambda: b"GIF? no: just some text", "image/jpeg", 400, "is not a JPEG"),
         (truncated_jpeg, "image/jpeg", 400, "truncated"),
         (lambda: b"", "image/jpeg", 400, "empty"),
         (lambda: encode(Image.new("L", (2000, 1000)), "PNG"), "image/png", 413, "pixels"),
