@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import ImageFile
+from PIL import ImageFile, UnidentifiedImageError
 from tqdm import tqdm
 
 from dogbreed.data.images import FORMAT_NAMES, open_image, to_rgb
@@ -158,7 +158,8 @@ def _inspect(path: str) -> FileResult:
     try:
         img = open_image(io.BytesIO(data))
     except Exception as exc:  # UnidentifiedImageError (incl. formats we do not open), or a broken header
-        error = f"not a {FORMAT_NAMES} image ({_short(exc)})"
+        detail = "" if isinstance(exc, UnidentifiedImageError) else f": {_short(exc)}"
+        error = f"not an image in a format training opens ({FORMAT_NAMES}){detail}"
         return FileResult(len(data), digest, kind="not_image", error=error)
     with img:
         info = dict(
