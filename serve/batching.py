@@ -65,9 +65,10 @@ class MicroBatcher:
         self.stats = Stats()
         self._pending: collections.deque[tuple[Any, Future]] = collections.deque()
         self._reserved = 0
-        self._busy_since = 0.0  # when work became pending (reserved or queued) while none was
+        self._busy_since = 0.0  # when work (being decoded or queued) appeared while there was none
         self._progress = 0.0  # when work last finished (a batch, or a caller's ``progressed``)
         self._arriving = 0
+        self._running = False  # a batch is inside fn
         self._stopping = False
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -94,8 +95,6 @@ class MicroBatcher:
                 raise StoppedError("server is shutting down")
             if self._reserved + n > self.max_queue:
                 raise QueueFullError(f"{self._reserved} images already admitted (limit {self.max_queue})")
-            if self._reserved == 0:
-                self._busy_since = time.monotonic()
             self._reserved += n
 
     def release(self, n: int) -> None:
@@ -107,8 +106,12 @@ class MicroBatcher:
         self._progress = time.monotonic()
 
     def stalled_for(self) -> float:
-        """Seconds work has been admitted or queued without anything finishing (0 when idle or moving)."""
-        if not self._reserved and not self._pending:
+        """Seconds work has been decoding (announced), queued or running without anything finishing (0 when
+        idle).
+
+        Requests still uploading their body do not count: a slow client is not a stuck server.
+        """
+        if not self._arriving and not self._pending and not self._running:
             return 0.0
         return time.monotonic() - max(self._busy_since, self._progress)
 
@@ -116,6 +119,8 @@ class MicroBatcher:
         """A request will submit soon (it is decoding):
         a forming batch may wait for it. Pair with ``arrived``."""
         with self._cond:
+            if not self._arriving and not self._pending:
+                self._busy_since = time.monotonic()
             self._arriving += 1
 
     def arrived(self) -> None:
@@ -141,7 +146,7 @@ class MicroBatcher:
                 raise StoppedError("server is shutting down")
             if len(self._pending) + len(items) > self.max_queue:
                 raise QueueFullError(f"{len(self._pending)} images already queued (limit {self.max_queue})")
-            if not self._pending and not self._reserved:
+            if not self._pending and not self._arriving:
                 self._busy_since = time.monotonic()
             self._pending.extend(zip(items, futures, strict=True))
             self._cond.notify_all()
@@ -179,8 +184,12 @@ class MicroBatcher:
             live = [(item, f) for item, f in batch if f.set_running_or_notify_cancel()]
             self.stats.cancelled += len(batch) - len(live)
             if live:
-                self._execute(live)
-                self._progress = time.monotonic()
+                self._running = True
+                try:
+                    self._execute(live)
+                finally:
+                    self._running = False
+                    self._progress = time.monotonic()
 
     def _execute(self, live: list[tuple[Any, Future]]) -> None:
         try:

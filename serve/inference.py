@@ -287,8 +287,12 @@ def decode_image(
         raise RequestError(400, f"{what} is empty: send the bytes of a {FORMAT_NAMES} image")
     try:
         img = Image.open(io.BytesIO(data), formats=FORMATS)
-    except Image.DecompressionBombError as e:
-        raise RequestError(413, f"{what}: image too large ({e}); downscale it") from e
+    except Image.DecompressionBombError as e:  # Pillow's own guard, at 2 × its limit: far over ours
+        raise RequestError(
+            413,
+            f"{what}: image is over the limit of {limits.max_image_pixels:,} pixels "
+            f"({knob('max_image_pixels')}); downscale it",
+        ) from e
     except Exception as e:  # noqa: BLE001 — any failure to parse a client's header is the client's 400
         raise RequestError(
             400, f"{what} is not a {FORMAT_NAMES} image ({len(data)} bytes): send one of those"
@@ -413,6 +417,13 @@ def decode_request(
     )
 
 
+def out_of_memory(e: BaseException) -> bool:
+    """MemoryError (Pillow, Python), or torch's CPU or CUDA allocator failing."""
+    if isinstance(e, MemoryError | torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(e, RuntimeError) and "allocate memory" in str(e)
+
+
 def handler(stage: str):
     """Wrap a SageMaker handler: an unexpected exception is logged in full and re-raised as a 500 (503 when
     memory ran out) whose message names only the stage; the toolkit sends that message and our own frame."""
@@ -424,11 +435,10 @@ def handler(stage: str):
                 return fn(*args)
             except RequestError:
                 raise
-            except MemoryError:
-                log.exception("out of memory while %s", stage)
-                raise RequestError(503, f"out of memory while {stage}; retry later") from None
-            except Exception:  # noqa: BLE001 — the log gets the details, the client a clean 500
+            except Exception as e:  # noqa: BLE001 — the log gets the details, the client a clean 500/503
                 log.exception("%s failed", stage)
+                if out_of_memory(e):
+                    raise RequestError(503, f"out of memory while {stage}; retry later") from None
                 raise RequestError(500, f"internal error while {stage}; the endpoint's log has it") from None
 
         return run

@@ -38,6 +38,7 @@ from serve.inference import (
     check_accept,
     decode_request,
     load_torchscript,
+    out_of_memory,
     output_fn,
     top_predictions,
 )
@@ -101,9 +102,9 @@ class Engine:
     def problem(self) -> str | None:
         """Why the server cannot take work now (for ``/ping``), or None when it can.
 
-        Admitted work that has gone ``--timeout`` seconds without a decode or a forward pass finishing
-        means the inference thread (or every decoder) is stuck: no request can succeed, so SageMaker should
-        replace the container. It clears by itself as soon as something finishes.
+        Work being decoded or queued that has gone ``--timeout`` seconds without a decode or a forward pass
+        finishing means the inference thread (or every decoder) is stuck: no request can succeed, so
+        SageMaker should replace the container. It clears by itself as soon as something finishes.
         """
         if self.batcher is None:
             return self.failure or "model is still loading"
@@ -112,7 +113,7 @@ class Engine:
         stalled = self.batcher.stalled_for()
         if stalled > self.settings.timeout_s:
             return (
-                f"no image finished in {stalled:.0f}s with {self.batcher.reserved} admitted: the inference "
+                f"nothing finished in {stalled:.0f}s with {self.batcher.queued} images queued: the inference "
                 "thread looks stuck"
             )
         return None
@@ -353,15 +354,13 @@ def create_app(settings: Settings, on_failure: Callable[[str], None] | None = No
         except ClientDisconnect:
             request.state.error = "client disconnected"
             return Response(status_code=CLIENT_CLOSED)
-        except MemoryError:
-            log.exception("POST /invocations ran out of memory (request %s)", request.state.request_id)
-            response = error(503, "out of memory; retry later", retry_after=1)
-        except Exception:  # noqa: BLE001 — the server answers 500 (no internals) and keeps serving
-            log.exception("POST /invocations failed (request %s)", request.state.request_id)
-            response = error(
-                500,
-                f"internal error; the server log has the details under request {request.state.request_id}",
-            )
+        except Exception as e:  # noqa: BLE001 — the server answers 500/503 (no internals) and keeps serving
+            rid = request.state.request_id
+            log.exception("POST /invocations failed (request %s)", rid)
+            if out_of_memory(e):
+                response = error(503, "out of memory; retry later", retry_after=1)
+            else:
+                response = error(500, f"internal error; the server log has the details under request {rid}")
         if response.status_code >= 400:
             request.state.error = json.loads(response.body)["error"]
         return response

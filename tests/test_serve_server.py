@@ -160,7 +160,7 @@ def truncated_jpeg() -> bytes:
         (truncated_jpeg, "image/jpeg", 400, "truncated"),
         (lambda: b"", "image/jpeg", 400, "empty"),
         (lambda: encode(Image.new("L", (2000, 1000)), "PNG"), "image/png", 413, "pixels"),
-        (lambda: png_header_only(100_000, 100_000), "image/png", 413, "too large"),
+        (lambda: png_header_only(100_000, 100_000), "image/png", 413, "--max-image-pixels"),
         (lambda: b"hello", "text/plain", 415, "unsupported Content-Type"),
         (lambda: b"hello", None, 415, "unsupported Content-Type"),
         (lambda: b'{"instances": [', "application/json", 400, "not valid JSON"),
