@@ -293,8 +293,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--precisions",
-        default="fp32,bf16",
-        help="our server's --precision values to bench (default %(default)s)",
+        default=None,
+        help="our server's --precision values to bench (default: fp32, plus bf16 where the CPU has native "
+        "bf16 kernels: emulated bf16 warms up for minutes)",
     )
     p.add_argument(
         "--threads",
@@ -314,6 +315,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="fp32",
         help="our server's precision during the soak (default %(default)s)",
     )
+    p.add_argument(
+        "--compare-to",
+        type=Path,
+        help="another checkout (e.g. `git worktree add /tmp/before main`): its `python -m serve` --precision "
+        "fp32 joins the rounds as 'other-fp32', so a change is measured against it in the same machine state",
+    )
     p.add_argument("--json", type=Path, default=OUT / "serve.json", help="results file (default %(default)s)")
     return p.parse_args(argv)
 
@@ -326,6 +333,10 @@ def main(argv: list[str] | None = None) -> int:
     from serve.process import LocalServer
 
     levels = [int(c) for c in args.levels.split(",")]
+    if args.precisions is None:
+        from serve.runner import cpu_supports_bf16
+
+        args.precisions = "fp32,bf16" if cpu_supports_bf16() else "fp32"
     precisions = [p for p in args.precisions.split(",") if p]
     threads = ["--threads", str(args.threads)] if args.threads else []
     if args.threads:
@@ -348,6 +359,17 @@ def main(argv: list[str] | None = None) -> int:
                     str(args.max_batch_size),
                     *threads,
                     log_path=Path(tmp) / f"ours-{precision}.log",
+                ).start()
+            if args.compare_to:
+                servers["other-fp32"] = LocalServer(
+                    model_pt,
+                    "--precision",
+                    "fp32",
+                    "--max-batch-size",
+                    str(args.max_batch_size),
+                    *threads,
+                    log_path=Path(tmp) / "other-fp32.log",
+                    root=args.compare_to,
                 ).start()
             for c in levels:
                 n = max(args.requests, 4 * c) // args.rounds
@@ -413,6 +435,12 @@ def report(results: dict, levels: list[int], precisions: list[str]) -> None:
             goal = " (goal ≥ 2×)" if c == 8 else ""
             print(f"  throughput vs baseline at c={c}: {ratio:.2f}×{goal}")
             lines[f"throughput_ratio_c{c}_{precision}"] = ratio
+    for c in levels:  # --compare-to: this checkout's fp32 server against the other's, same rounds
+        level = results["levels"][str(c)]
+        if "other-fp32" in level and "ours-fp32" in level:
+            ratio = level["ours-fp32"]["throughput_rps"] / level["other-fp32"]["throughput_rps"]
+            print(f"  throughput vs --compare-to at c={c}: {ratio:.2f}×")
+            lines[f"throughput_ratio_c{c}_vs_other"] = ratio
     if "soak" in results:
         s = results["soak"]
         print(

@@ -37,6 +37,7 @@ def guarded_protocol(header_timeout: float, max_header_bytes: int, max_connectio
         _deadline: asyncio.TimerHandle | None = None
         _armed_cycle: object = None
         _header_bytes = 0
+        _tail = b""
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -46,17 +47,18 @@ def guarded_protocol(header_timeout: float, max_header_bytes: int, max_connectio
             self._await_request()
 
         def data_received(self, data: bytes) -> None:
-            counting = self in waiting
+            if self in waiting:  # count up to the blank line that ends the headers (a body may follow)
+                seen = self._tail + data
+                end = seen.find(b"\r\n\r\n")
+                size = self._header_bytes + (len(data) if end < 0 else max(0, end + 4 - len(self._tail)))
+                if size > max_header_bytes:
+                    message = f"request headers over {max_header_bytes:,} bytes"
+                    self._close(_reply("431 Request Header Fields Too Large", message))
+                    return
+                self._header_bytes, self._tail = size, seen[-3:]
             super().data_received(data)
-            if not counting or self not in waiting:
-                return
-            if self.cycle is not self._armed_cycle:  # the headers are complete (a body may follow them)
+            if self in waiting and self.cycle is not self._armed_cycle:  # the headers are complete
                 self._stop_waiting()
-                return
-            self._header_bytes += len(data)
-            if self._header_bytes > max_header_bytes:
-                message = f"request headers over {max_header_bytes:,} bytes"
-                self._close(_reply("431 Request Header Fields Too Large", message))
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
@@ -71,7 +73,7 @@ def guarded_protocol(header_timeout: float, max_header_bytes: int, max_connectio
             if self.cycle is not None and not self.cycle.response_complete:
                 return  # a pipelined request is running; its response re-arms this
             self._stop_waiting()
-            self._armed_cycle, self._header_bytes = self.cycle, 0
+            self._armed_cycle, self._header_bytes, self._tail = self.cycle, 0, b""
             waiting[self] = None
             self._deadline = asyncio.get_running_loop().call_later(header_timeout, self._expire)
 

@@ -31,6 +31,7 @@ class LocalServer:
         log_path: str | os.PathLike | None = None,
         ready_timeout: float = 180.0,
         env: dict[str, str] | None = None,
+        root: str | os.PathLike | None = None,
     ) -> None:
         self.command = [
             sys.executable,
@@ -50,6 +51,7 @@ class LocalServer:
         self.log_path = Path(log_path)
         self.ready_timeout = ready_timeout
         self.env = {**os.environ, **(env or {})}
+        self.root = Path(root) if root else Path(__file__).resolve().parent.parent  # whose serve/ runs
         self.process: subprocess.Popen | None = None
         self.url = ""
 
@@ -96,10 +98,9 @@ class LocalServer:
         return records
 
     def start(self) -> LocalServer:
-        root = Path(__file__).resolve().parent.parent
         env = {
             **self.env,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(root), self.env.get("PYTHONPATH")])),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(self.root), self.env.get("PYTHONPATH")])),
         }
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=env)
