@@ -28,6 +28,7 @@ import io
 import json
 import os
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -371,6 +372,11 @@ def main(argv: list[str] | None = None) -> int:
                     log_path=Path(tmp) / "other-fp32.log",
                     root=args.compare_to,
                 ).start()
+            for name, server in servers.items():  # the warm-up's choice decides much of the throughput
+                chosen = re.search(r"batches of up to (\d+)", server.log()) if name != "baseline" else None
+                if chosen:
+                    results.setdefault("batch_cap", {})[name] = int(chosen.group(1))
+                    print(f"{name}: batches of up to {chosen.group(1)}", flush=True)
             for c in levels:
                 n = max(args.requests, 4 * c) // args.rounds
                 runs: dict[str, list[dict]] = {name: [] for name in servers}

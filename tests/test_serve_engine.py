@@ -91,16 +91,27 @@ def test_503_until_the_model_is_loaded(model_pt, synthetic_root, monkeypatch):
         gate.set()
 
 
-def test_timeouts_answer_503_and_abandoned_requests_are_never_computed(model_pt, synthetic_root, monkeypatch):
-    gate = threading.Event()
+@pytest.fixture
+def gate(monkeypatch) -> Iterator[threading.Event]:
+    """The server's runner waits for this event inside every forward pass (set at teardown)."""
+    event = threading.Event()
 
     class GatedRunner(Runner):
         def __call__(self, images):
-            gate.wait(20)
+            event.wait(30)
             return super().__call__(images)
 
     monkeypatch.setattr(srv, "Runner", GatedRunner)
-    image = next((synthetic_root / "test").glob("*/*.jpg")).read_bytes()
+    yield event
+    event.set()
+
+
+@pytest.fixture(scope="module")
+def image(synthetic_root) -> bytes:
+    return next((synthetic_root / "test").glob("*/*.jpg")).read_bytes()
+
+
+def test_timeouts_answer_503_and_abandoned_requests_are_never_computed(model_pt, image, gate):
     settings = srv.Settings(model=str(model_pt), precision="fp32", warmup=False, timeout_s=1.5)
     try:
         with inprocess_server(settings) as url:
@@ -182,18 +193,7 @@ def test_batch_size_is_the_largest_about_as_cheap_per_image_as_the_best():
     assert pick_batch_size({1: 10.0, 2: 10.5}, tolerance=0.0) == 1
 
 
-def test_ping_says_503_while_the_inference_thread_is_wedged_and_recovers(
-    model_pt, synthetic_root, monkeypatch
-):
-    gate = threading.Event()
-
-    class WedgedRunner(Runner):
-        def __call__(self, images):
-            gate.wait(30)
-            return super().__call__(images)
-
-    monkeypatch.setattr(srv, "Runner", WedgedRunner)
-    image = next((synthetic_root / "test").glob("*/*.jpg")).read_bytes()
+def test_ping_says_503_while_the_inference_thread_is_wedged_and_recovers(model_pt, image, gate):
     settings = srv.Settings(model=str(model_pt), precision="fp32", warmup=False, timeout_s=1.5)
     try:
         with inprocess_server(settings) as url:
