@@ -317,6 +317,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="our server's precision during the soak (default %(default)s)",
     )
     p.add_argument(
+        "--no-warmup",
+        action="store_true",
+        help="our servers use --max-batch-size as given (the warm-up's pick is noisy on a busy machine)",
+    )
+    p.add_argument(
         "--compare-to",
         type=Path,
         help="another checkout (e.g. `git worktree add /tmp/before main`): its `python -m serve` --precision "
@@ -340,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         args.precisions = "fp32,bf16" if cpu_supports_bf16() else "fp32"
     precisions = [p for p in args.precisions.split(",") if p]
     threads = ["--threads", str(args.threads)] if args.threads else []
+    threads += ["--no-warmup"] if args.no_warmup else []
     if args.threads:
         torch.set_num_threads(args.threads)
     body = photo()
