@@ -28,6 +28,7 @@ import io
 import json
 import os
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -293,8 +294,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--precisions",
-        default="fp32,bf16",
-        help="our server's --precision values to bench (default %(default)s)",
+        default=None,
+        help="our server's --precision values to bench (default: fp32, plus bf16 where the CPU has native "
+        "bf16 kernels: emulated bf16 warms up for minutes)",
     )
     p.add_argument(
         "--threads",
@@ -314,6 +316,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="fp32",
         help="our server's precision during the soak (default %(default)s)",
     )
+    p.add_argument(
+        "--no-warmup",
+        action="store_true",
+        help="our servers use --max-batch-size as given (the warm-up's pick is noisy on a busy machine)",
+    )
+    p.add_argument(
+        "--compare-to",
+        type=Path,
+        help="another checkout (e.g. `git worktree add /tmp/before main`): its `python -m serve` --precision "
+        "fp32 joins the rounds as 'other-fp32', so a change is measured against it in the same machine state",
+    )
     p.add_argument("--json", type=Path, default=OUT / "serve.json", help="results file (default %(default)s)")
     return p.parse_args(argv)
 
@@ -322,19 +335,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from serve.inference import load_model
+    from serve.inference import load_torchscript
     from serve.process import LocalServer
 
     levels = [int(c) for c in args.levels.split(",")]
+    if args.precisions is None:
+        from serve.runner import cpu_supports_bf16
+
+        args.precisions = "fp32,bf16" if cpu_supports_bf16() else "fp32"
     precisions = [p for p in args.precisions.split(",") if p]
     threads = ["--threads", str(args.threads)] if args.threads else []
+    threads += ["--no-warmup"] if args.no_warmup else []
     if args.threads:
         torch.set_num_threads(args.threads)
     body = photo()
     results: dict = {"config": {k: str(v) for k, v in vars(args).items()}, "levels": {}, "reference_ms": {}}
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         model_pt, eager = build_model(args, Path(tmp))
-        scripted = load_model(str(model_pt), "cpu")
+        scripted = load_torchscript(str(model_pt), "cpu")
         references = {"eager": Reference(torch.load(eager, weights_only=False).eval(), body, None)}
         references.update({p: Reference(scripted, body, p) for p in precisions})
         servers: dict = {"baseline": Baseline(eager, args.threads)}
@@ -349,6 +367,22 @@ def main(argv: list[str] | None = None) -> int:
                     *threads,
                     log_path=Path(tmp) / f"ours-{precision}.log",
                 ).start()
+            if args.compare_to:
+                servers["other-fp32"] = LocalServer(
+                    model_pt,
+                    "--precision",
+                    "fp32",
+                    "--max-batch-size",
+                    str(args.max_batch_size),
+                    *threads,
+                    log_path=Path(tmp) / "other-fp32.log",
+                    root=args.compare_to,
+                ).start()
+            for name, server in servers.items():  # the warm-up's choice decides much of the throughput
+                chosen = re.search(r"batches of up to (\d+)", server.log()) if name != "baseline" else None
+                if chosen:
+                    results.setdefault("batch_cap", {})[name] = int(chosen.group(1))
+                    print(f"{name}: batches of up to {chosen.group(1)}", flush=True)
             for c in levels:
                 n = max(args.requests, 4 * c) // args.rounds
                 runs: dict[str, list[dict]] = {name: [] for name in servers}
@@ -413,6 +447,12 @@ def report(results: dict, levels: list[int], precisions: list[str]) -> None:
             goal = " (goal ≥ 2×)" if c == 8 else ""
             print(f"  throughput vs baseline at c={c}: {ratio:.2f}×{goal}")
             lines[f"throughput_ratio_c{c}_{precision}"] = ratio
+    for c in levels:  # --compare-to: this checkout's fp32 server against the other's, same rounds
+        level = results["levels"][str(c)]
+        if "other-fp32" in level and "ours-fp32" in level:
+            ratio = level["ours-fp32"]["throughput_rps"] / level["other-fp32"]["throughput_rps"]
+            print(f"  throughput vs --compare-to at c={c}: {ratio:.2f}×")
+            lines[f"throughput_ratio_c{c}_vs_other"] = ratio
     if "soak" in results:
         s = results["soak"]
         print(

@@ -4,6 +4,9 @@ The event loop never runs the model; it submits items and awaits ``concurrent.fu
 The worker takes everything queued (up to ``max_batch_size``) and waits up to ``max_wait_s`` for more
 only while requests it has been told about (``announce``/``arriving``) are still being decoded — so a lone
 request never waits, and a burst is gathered into one forward pass.
+
+Admission (``reserve``/``release``) bounds the work a server has taken on before it reads a request's
+body; ``stalled_for`` tells a health check how long admitted work has gone without anything finishing.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class QueueFullError(RuntimeError):
-    """More items are waiting than ``max_queue`` allows; the caller should answer 503."""
+    """More items are waiting (or reserved) than ``max_queue`` allows; the caller should answer 503."""
 
 
 class StoppedError(RuntimeError):
@@ -61,7 +64,11 @@ class MicroBatcher:
         self.max_queue = max_queue
         self.stats = Stats()
         self._pending: collections.deque[tuple[Any, Future]] = collections.deque()
+        self._reserved = 0
+        self._busy_since = 0.0  # when work (being decoded or queued) appeared while there was none
+        self._progress = 0.0  # when work last finished (a batch, or a caller's ``progressed``)
         self._arriving = 0
+        self._running = False  # a batch is inside fn
         self._stopping = False
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -71,10 +78,49 @@ class MicroBatcher:
     def queued(self) -> int:
         return len(self._pending)
 
+    @property
+    def reserved(self) -> int:
+        return self._reserved
+
+    @property
+    def alive(self) -> bool:
+        """False once the worker thread has ended (stopped, or killed by something it could not catch)."""
+        return self._thread.is_alive()
+
+    def reserve(self, n: int) -> None:
+        """Admission: hold ``n`` of the ``max_queue`` slots for items a caller will submit (and then
+        ``release``). Raises QueueFullError at once when they are taken, StoppedError when stopping."""
+        with self._cond:
+            if self._stopping:
+                raise StoppedError("server is shutting down")
+            if self._reserved + n > self.max_queue:
+                raise QueueFullError(f"{self._reserved} images already admitted (limit {self.max_queue})")
+            self._reserved += n
+
+    def release(self, n: int) -> None:
+        with self._cond:
+            self._reserved -= n
+
+    def progressed(self) -> None:
+        """A caller finished a step of admitted work (e.g. decoding): the server is not stuck."""
+        self._progress = time.monotonic()
+
+    def stalled_for(self) -> float:
+        """Seconds work has been decoding (announced), queued or running without anything finishing (0 when
+        idle).
+
+        Requests still uploading their body do not count: a slow client is not a stuck server.
+        """
+        if not self._arriving and not self._pending and not self._running:
+            return 0.0
+        return time.monotonic() - max(self._busy_since, self._progress)
+
     def announce(self) -> None:
         """A request will submit soon (it is decoding):
         a forming batch may wait for it. Pair with ``arrived``."""
         with self._cond:
+            if not self._arriving and not self._pending:
+                self._busy_since = time.monotonic()
             self._arriving += 1
 
     def arrived(self) -> None:
@@ -100,6 +146,8 @@ class MicroBatcher:
                 raise StoppedError("server is shutting down")
             if len(self._pending) + len(items) > self.max_queue:
                 raise QueueFullError(f"{len(self._pending)} images already queued (limit {self.max_queue})")
+            if not self._pending and not self._arriving:
+                self._busy_since = time.monotonic()
             self._pending.extend(zip(items, futures, strict=True))
             self._cond.notify_all()
         return futures
@@ -136,7 +184,12 @@ class MicroBatcher:
             live = [(item, f) for item, f in batch if f.set_running_or_notify_cancel()]
             self.stats.cancelled += len(batch) - len(live)
             if live:
-                self._execute(live)
+                self._running = True
+                try:
+                    self._execute(live)
+                finally:
+                    self._running = False
+                    self._progress = time.monotonic()
 
     def _execute(self, live: list[tuple[Any, Future]]) -> None:
         try:

@@ -95,12 +95,12 @@ def _model_pt(path: Path, workdir: str) -> str:
 
 def local_predictor(model: str, top_k: int) -> Callable[[bytes], dict]:
     """A function classifying one image in this process with ``serve.inference`` (torch + Pillow)."""
-    from serve.inference import Batch, decode_image, load_model, predict_fn
+    from serve.inference import Batch, decode_image, load_torchscript, predict_fn
 
     if not os.path.exists(model):
         raise PredictError(f"--model {model}: no such file or folder (pass outputs/…/model/model.pt)")
     with tempfile.TemporaryDirectory() as workdir:
-        loaded = load_model(_model_pt(Path(model), workdir))
+        loaded = load_torchscript(_model_pt(Path(model), workdir))
     min_side = int(loaded.resize_size) if hasattr(loaded, "resize_size") else None
 
     def predict(image: bytes) -> dict:

@@ -31,6 +31,7 @@ class LocalServer:
         log_path: str | os.PathLike | None = None,
         ready_timeout: float = 180.0,
         env: dict[str, str] | None = None,
+        root: str | os.PathLike | None = None,
     ) -> None:
         self.command = [
             sys.executable,
@@ -50,6 +51,7 @@ class LocalServer:
         self.log_path = Path(log_path)
         self.ready_timeout = ready_timeout
         self.env = {**os.environ, **(env or {})}
+        self.root = Path(root) if root else Path(__file__).resolve().parent.parent  # whose serve/ runs
         self.process: subprocess.Popen | None = None
         self.url = ""
 
@@ -59,6 +61,30 @@ class LocalServer:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def memory(self) -> dict[str, float]:
+        """The child's VmSize (address space), VmRSS (resident) and VmHWM (peak resident) in MiB (Linux)."""
+        out = {}
+        with open(f"/proc/{self.pid}/status") as status:
+            for line in status:
+                key, _, value = line.partition(":")
+                if key in ("VmSize", "VmRSS", "VmHWM"):
+                    out[key] = int(value.split()[0]) / 1024
+        return out
+
+    def reset_peak(self) -> None:
+        """Start VmHWM over from the current resident size (Linux ``clear_refs``)."""
+        with open(f"/proc/{self.pid}/clear_refs", "w") as f:
+            f.write("5")
+
+    def cap_memory(self, extra_bytes: int) -> int:
+        """Limit the child's address space (RLIMIT_AS) to its current size plus ``extra_bytes``: an
+        allocation beyond fails inside it (MemoryError) instead of growing. Returns the cap in bytes."""
+        import resource
+
+        cap = int(self.memory()["VmSize"] * 2**20) + extra_bytes
+        resource.prlimit(self.pid, resource.RLIMIT_AS, (cap, cap))
+        return cap
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -72,10 +98,9 @@ class LocalServer:
         return records
 
     def start(self) -> LocalServer:
-        root = Path(__file__).resolve().parent.parent
         env = {
             **self.env,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(root), self.env.get("PYTHONPATH")])),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(self.root), self.env.get("PYTHONPATH")])),
         }
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import platform
 import time
 import warnings
 from functools import cache
@@ -25,18 +26,31 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 @cache
 def cpu_supports_bf16() -> bool:
-    """True when oneDNN has native bf16 kernels on this CPU (AVX512-BF16 or AMX)."""
+    """True when this CPU has native bf16 instructions: AVX512-BF16 or AMX on x86, BF16 on Arm.
+
+    The same probe as ``dogbreed.perf.cpu_supports_bf16`` (serve does not import dogbreed; a test keeps the
+    two in step): mkldnn's own check says yes on every AVX-512 CPU, where bf16 is emulated and slower.
+    """
     try:
+        if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):
+            return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def bf16_native(device: torch.device) -> bool:
+    """Native bf16 on ``device``: a GPU of compute capability 8.0+ (not emulation), or a native CPU."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return cpu_supports_bf16()
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``auto`` → ``bf16`` where bf16 is native (bf16 CPU, or a GPU that supports it), else ``fp32``."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_supports_bf16()
+    native = bf16_native(device)
     if precision == "auto":
         return "bf16" if native else "fp32"
     if precision == "bf16" and not native:

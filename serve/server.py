@@ -1,8 +1,13 @@
 """The local endpoint: FastAPI on uvicorn, SageMaker's contract, micro-batched inference off the event loop.
 
-``GET /ping`` (200 once the model is loaded, else 503), ``POST /invocations`` (same requests and answers as
-``serve/inference.py`` on SageMaker), ``GET /`` (a page to try a photo), ``GET /stats`` (batching counters).
-Every error is JSON ``{"error": …}``; every request gets one JSON access-log line with its latency.
+``GET /ping`` (200 once the model is loaded and work is moving, else 503), ``POST /invocations`` (same
+requests and answers as ``serve/inference.py`` on SageMaker), ``GET /`` (a page to try a photo),
+``GET /stats`` (batching counters). Every error is JSON ``{"error": …}``; every request gets one JSON
+access-log line with its latency and request id (``X-Amzn-RequestId``/``X-Request-Id``, echoed back).
+
+Work is bounded before it is done: a request is admitted into the batcher's ``--max-queue`` image slots
+before its body is read (503 with Retry-After when they are taken), its body is read within the deadline,
+decoded within the per-request limits (:class:`serve.inference.Limits`), and answered within ``--timeout``.
 """
 
 from __future__ import annotations
@@ -15,16 +20,15 @@ import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from dataclasses import asdict
 from importlib import resources
 
 import torch
 from fastapi import FastAPI, Request, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serve.access import CLIENT_CLOSED, AccessLog
 from serve.batching import MicroBatcher, QueueFullError, StoppedError
 from serve.inference import (
     IMAGE_TYPES,
@@ -33,34 +37,18 @@ from serve.inference import (
     RequestError,
     check_accept,
     decode_request,
-    load_model,
+    load_torchscript,
+    out_of_memory,
     output_fn,
     top_predictions,
 )
 from serve.runner import Runner
+from serve.settings import Settings
+
+__all__ = ["Engine", "Settings", "create_app"]
 
 log = logging.getLogger("serve")
-access_log = logging.getLogger("serve.access")
-CLIENT_CLOSED = 499  # nginx's "client closed request": logged, never sent
 DRAIN_BYTES = 16 * 2**20  # read (and drop) this much of an oversize body so the client gets its 413
-
-
-@dataclass
-class Settings:
-    """Everything ``python -m serve`` can set; see ``python -m serve --help``."""
-
-    model: str
-    max_batch_size: int = 16
-    max_wait_ms: float = 5.0
-    max_queue: int = 256
-    max_body_bytes: int = 10 * 2**20
-    max_image_pixels: int = 50_000_000
-    max_instances: int = 64
-    timeout_s: float = 30.0
-    precision: str = "fp32"
-    device: str | None = None
-    decode_workers: int = 2
-    warmup: bool = True
 
 
 def error(status: int, message: str, close: bool = False, retry_after: int | None = None) -> Response:
@@ -93,7 +81,7 @@ class Engine:
         s = self.settings
         try:
             started = time.perf_counter()
-            runner = Runner(load_model(s.model, s.device), s.precision)
+            runner = Runner(load_torchscript(s.model, s.device), s.precision)
             batch_size = runner.warmup(s.max_batch_size) if s.warmup else s.max_batch_size
             self.runner = runner
             self.batcher = MicroBatcher(runner, batch_size, s.max_wait_ms / 1000.0, s.max_queue)  # now ready
@@ -111,55 +99,43 @@ class Engine:
             if self.on_failure:
                 self.on_failure(self.failure)
 
+    def problem(self) -> str | None:
+        """Why the server cannot take work now (for ``/ping``), or None when it can.
+
+        Work being decoded or queued that has gone ``--timeout`` seconds without a decode or a forward pass
+        finishing means the inference thread (or every decoder) is stuck: no request can succeed, so
+        SageMaker should replace the container. It clears by itself as soon as something finishes.
+        """
+        if self.batcher is None:
+            return self.failure or "model is still loading"
+        if not self.batcher.alive:
+            return "the inference thread has stopped"
+        stalled = self.batcher.stalled_for()
+        if stalled > self.settings.timeout_s:
+            return (
+                f"nothing finished in {stalled:.0f}s with {self.batcher.queued} images queued: the inference "
+                "thread looks stuck"
+            )
+        return None
+
     def stop(self) -> None:
         if self.batcher is not None:
             self.batcher.stop()
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
 
 
-class AccessLog:
-    """ASGI middleware: one JSON line per request (status, latency, bytes, images, error)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        state = scope.setdefault("state", {})
-        info: dict = {"status": None, "bytes_in": 0, "bytes_out": 0}
-
-        async def counting_receive() -> Message:
-            message = await receive()
-            info["bytes_in"] += len(message.get("body", b""))
-            return message
-
-        async def counting_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                info["status"] = message["status"]
-            info["bytes_out"] += len(message.get("body", b""))
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, counting_send)
-        except BaseException:
-            info["status"] = info["status"] or 500
-            raise
-        finally:
-            info["status"] = info["status"] or CLIENT_CLOSED
-            client = scope.get("client")
-            record = {
-                "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-                "client": f"{client[0]}:{client[1]}" if client else None,
-                "method": scope["method"],
-                "path": scope["path"],
-                **info,
-                "latency_ms": round((time.perf_counter() - started) * 1000.0, 2),
-            }
-            record.update({k: state[k] for k in ("images", "error") if k in state})
-            access_log.info(json.dumps(record))
+def check_declared_length(request: Request, limit: int) -> None:
+    """400 for a malformed Content-Length; 413 (without reading) when it is far over ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit() or len(declared) > 18:
+            raise RequestError(400, f"Content-Length {declared[:40]!r} is not a number of bytes")
+        if int(declared) > limit + DRAIN_BYTES:
+            raise RequestError(
+                413,
+                f"body is {int(declared):,} bytes, over the limit of {limit:,} (--max-body-bytes); "
+                "send a smaller image",
+            )
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -169,14 +145,6 @@ async def read_body(request: Request, limit: int) -> bytes:
     close does): closing a socket with unread data makes the kernel reset the connection, and the
     client would see "connection reset" instead of the 413.
     """
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise RequestError(400, f"Content-Length {declared!r} is not a number")
-        if int(declared) > limit + DRAIN_BYTES:
-            raise RequestError(
-                413, f"body is {int(declared):,} bytes, over the limit of {limit:,}; send a smaller image"
-            )
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -185,7 +153,9 @@ async def read_body(request: Request, limit: int) -> bytes:
         elif size > limit + DRAIN_BYTES:
             break
     if size > limit:
-        raise RequestError(413, f"body is over the limit of {limit:,} bytes; send a smaller image")
+        raise RequestError(
+            413, f"body is over the limit of {limit:,} bytes (--max-body-bytes); send a smaller image"
+        )
     return b"".join(chunks)
 
 
@@ -216,8 +186,32 @@ async def wait_results(futures: list[Future], request: Request, timeout: float) 
     raise TimeoutError
 
 
+class Ticket:
+    """The admission slots one request holds in the batcher: one before its body is read, one per image once
+    its JSON is parsed; given back exactly once, by whichever side ends the request."""
+
+    def __init__(self, batcher: MicroBatcher, deadline: float) -> None:
+        self.batcher, self.deadline = batcher, deadline
+        self.held, self.closed = 0, False
+        self._lock = threading.Lock()
+        self.grow(1)
+
+    def grow(self, n: int) -> None:
+        with self._lock:
+            if self.closed:
+                raise TimeoutError
+            self.batcher.reserve(n)
+            self.held += n
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            self.batcher.release(self.held)
+            self.held = 0
+
+
 async def invoke(request: Request, engine: Engine) -> Response:
-    """POST /invocations: read, decode (thread pool), batch-infer (worker thread), answer."""
+    """POST /invocations: admit, read, decode (thread pool), batch-infer (worker thread), answer."""
     s = engine.settings
     deadline = time.monotonic() + s.timeout_s
     if not engine.ready:
@@ -235,19 +229,56 @@ async def invoke(request: Request, engine: Engine) -> Response:
         )
     accept = request.headers.get("accept")
     check_accept(accept)
-    try:
-        body = await asyncio.wait_for(read_body(request, s.max_body_bytes), deadline - time.monotonic())
-    except asyncio.TimeoutError:
-        return error(408, f"request body not received within {s.timeout_s:g}s", close=True)
+    check_declared_length(request, s.max_body_bytes)
     runner, batcher = engine.runner, engine.batcher
+    ticket = Ticket(batcher, deadline)  # QueueFullError → 503 before a byte of the body is read
+    try:
+        try:
+            body = await asyncio.wait_for(read_body(request, s.max_body_bytes), deadline - time.monotonic())
+        except asyncio.TimeoutError:
+            return error(408, f"request body not received within {s.timeout_s:g}s (--timeout)", close=True)
+        batch, futures = await decode(request, engine, ticket, body, content_type)
+        request.state.images = len(batch.images)
+        rows = await wait_results(futures, request, deadline - time.monotonic())
+    except TimeoutError:
+        return error(
+            503,
+            f"no answer within {s.timeout_s:g}s (--timeout): the server is overloaded; retry later",
+            retry_after=1,
+        )
+    finally:
+        ticket.close()
+    predictions = top_predictions(torch.stack(rows), runner.class_names, batch.top_k)
+    return Response(output_fn(predictions, accept), media_type=JSON_TYPE)
+
+
+async def decode(
+    request: Request, engine: Engine, ticket: Ticket, body: bytes, content_type: str | None
+) -> tuple[Batch, list[Future]]:
+    """Decode in the pool and submit to the batcher; TimeoutError when the deadline passes first."""
+    s, batcher = engine.settings, engine.batcher
+    limits, min_side = s.limits(), engine.runner.resize_size
+
+    def admit(n: int) -> None:
+        if n > s.max_queue:
+            raise RequestError(
+                413,
+                f"request has {n} images; the server admits at most {s.max_queue} at a time (--max-queue); "
+                "split the batch",
+            )
+        if n > 1:
+            ticket.grow(n - 1)
 
     def decode_and_submit() -> tuple[Batch, list[Future]]:
         # Submitting from the decode thread hands the images straight to the inference thread,
         # without a round trip through the event loop.
         try:
-            batch = decode_request(
-                body, content_type, s.max_image_pixels, s.max_instances, runner.resize_size
-            )
+            if time.monotonic() > ticket.deadline:
+                raise TimeoutError
+            batch = decode_request(body, content_type, limits, min_side, admit)
+            batcher.progressed()
+            if time.monotonic() > ticket.deadline:
+                raise TimeoutError
             return batch, batcher.submit(batch.images)
         finally:
             batcher.arrived()
@@ -259,20 +290,23 @@ async def invoke(request: Request, engine: Engine) -> Response:
         batcher.arrived()
         raise StoppedError("server is shutting down") from e
     try:
-        batch, futures = await asyncio.wrap_future(job)
-    except asyncio.CancelledError:
+        return await asyncio.wait_for(
+            asyncio.shield(asyncio.wrap_future(job)), ticket.deadline - time.monotonic()
+        )
+    except BaseException as e:  # timed out, or the request task was cancelled: drop the work
         if job.cancel():  # never started: it will not call arrived() itself
             batcher.arrived()
+        else:  # running: whatever it submits is cancelled, so the model never computes it
+            job.add_done_callback(_cancel_submitted)
+        if isinstance(e, asyncio.TimeoutError):
+            raise TimeoutError from None
         raise
-    request.state.images = len(batch.images)
-    try:
-        rows = await wait_results(futures, request, deadline - time.monotonic())
-    except TimeoutError:
-        return error(
-            503, f"no answer within {s.timeout_s:g}s: the server is overloaded; retry later", retry_after=1
-        )
-    predictions = top_predictions(torch.stack(rows), runner.class_names, batch.top_k)
-    return Response(output_fn(predictions, accept), media_type=JSON_TYPE)
+
+
+def _cancel_submitted(job: Future) -> None:
+    if not job.cancelled() and job.exception() is None:
+        for future in job.result()[1]:
+            future.cancel()
 
 
 def create_app(settings: Settings, on_failure: Callable[[str], None] | None = None) -> FastAPI:
@@ -299,8 +333,9 @@ def create_app(settings: Settings, on_failure: Callable[[str], None] | None = No
 
     @app.get("/ping")
     async def ping() -> Response:
-        if not engine.ready:
-            return error(503, engine.failure or "model is still loading")
+        problem = engine.problem()
+        if problem:
+            return error(503, problem)
         body = {
             "status": "ready",
             "classes": len(engine.runner.class_names),
@@ -319,9 +354,13 @@ def create_app(settings: Settings, on_failure: Callable[[str], None] | None = No
         except ClientDisconnect:
             request.state.error = "client disconnected"
             return Response(status_code=CLIENT_CLOSED)
-        except Exception as e:  # noqa: BLE001 — the server answers 500 and keeps serving
-            log.exception("POST /invocations failed")
-            response = error(500, f"inference failed: {type(e).__name__}: {e}")
+        except Exception as e:  # noqa: BLE001 — the server answers 500/503 (no internals) and keeps serving
+            rid = request.state.request_id
+            log.exception("POST /invocations failed (request %s)", rid)
+            if out_of_memory(e):
+                response = error(503, "out of memory; retry later", retry_after=1)
+            else:
+                response = error(500, f"internal error; the server log has the details under request {rid}")
         if response.status_code >= 400:
             request.state.error = json.loads(response.body)["error"]
         return response

@@ -54,3 +54,26 @@ def test_gpus_before_ampere_get_fp16_not_emulated_bf16(
     assert perf.bf16_native("cuda") is capability_8
     assert perf.auto_precision("gpu") == expected
     assert not perf.bf16_native("mps")
+
+
+@pytest.mark.parametrize(
+    ("machine", "avx512_bf16", "amx", "mkldnn"),
+    [("x86_64", False, False, True), ("x86_64", True, False, True), ("x86_64", False, True, False),
+     ("aarch64", False, False, True), ("aarch64", False, False, False)],
+)  # fmt: skip
+def test_serve_keeps_its_own_copy_of_the_same_bf16_probe(monkeypatch, machine, avx512_bf16, amx, mkldnn):
+    """serve/ may not import dogbreed, so serve.runner has its own probe; it must answer as perf's does."""
+    from serve import runner
+
+    for probe in (perf.cpu_supports_bf16, runner.cpu_supports_bf16):
+        probe.cache_clear()
+    monkeypatch.setattr(platform, "machine", lambda: machine)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: mkldnn)
+    try:
+        assert runner.cpu_supports_bf16() == perf.cpu_supports_bf16()
+        assert runner.bf16_native(torch.device("cpu")) == perf.bf16_native("cpu")
+    finally:
+        for probe in (perf.cpu_supports_bf16, runner.cpu_supports_bf16):
+            probe.cache_clear()

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from serve import server as srv
-from serve.inference import decode_image, load_model
+from serve.inference import decode_image, load_torchscript
 from serve.runner import Runner, cpu_supports_bf16, pick_batch_size, resolve_precision
 
 
@@ -70,13 +70,13 @@ def wait_ready(url: str, timeout: float = 60) -> None:
 
 def test_503_until_the_model_is_loaded(model_pt, synthetic_root, monkeypatch):
     gate = threading.Event()
-    real_load = srv.load_model
+    real_load = srv.load_torchscript
 
     def slow_load(path, device=None):
         gate.wait(60)
         return real_load(path, device)
 
-    monkeypatch.setattr(srv, "load_model", slow_load)
+    monkeypatch.setattr(srv, "load_torchscript", slow_load)
     image = next((synthetic_root / "test").glob("*/*.jpg")).read_bytes()
     try:
         with inprocess_server(srv.Settings(model=str(model_pt), precision="fp32", warmup=False)) as url:
@@ -91,16 +91,27 @@ def test_503_until_the_model_is_loaded(model_pt, synthetic_root, monkeypatch):
         gate.set()
 
 
-def test_timeouts_answer_503_and_abandoned_requests_are_never_computed(model_pt, synthetic_root, monkeypatch):
-    gate = threading.Event()
+@pytest.fixture
+def gate(monkeypatch) -> Iterator[threading.Event]:
+    """The server's runner waits for this event inside every forward pass (set at teardown)."""
+    event = threading.Event()
 
     class GatedRunner(Runner):
         def __call__(self, images):
-            gate.wait(20)
+            event.wait(30)
             return super().__call__(images)
 
     monkeypatch.setattr(srv, "Runner", GatedRunner)
-    image = next((synthetic_root / "test").glob("*/*.jpg")).read_bytes()
+    yield event
+    event.set()
+
+
+@pytest.fixture(scope="module")
+def image(synthetic_root) -> bytes:
+    return next((synthetic_root / "test").glob("*/*.jpg")).read_bytes()
+
+
+def test_timeouts_answer_503_and_abandoned_requests_are_never_computed(model_pt, image, gate):
     settings = srv.Settings(model=str(model_pt), precision="fp32", warmup=False, timeout_s=1.5)
     try:
         with inprocess_server(settings) as url:
@@ -152,7 +163,7 @@ def test_a_missing_model_is_a_usage_error(tmp_path, capsys):
 
 
 def test_bf16_runner_agrees_with_the_fp32_artifact(model_pt, synthetic_root):
-    model = load_model(str(model_pt), "cpu")
+    model = load_torchscript(str(model_pt), "cpu")
     images = [decode_image(p.read_bytes()) for p in sorted((synthetic_root / "test").glob("*/*.jpg"))]
     fp32, bf16 = Runner(model, "fp32"), Runner(model, "bf16")
     assert bf16.precision == "bf16" and "frozen" in bf16.describe()
@@ -181,3 +192,87 @@ def test_batch_size_is_the_largest_about_as_cheap_per_image_as_the_best():
     assert pick_batch_size({1: 12.0, 2: 9.1, 4: 9.5, 8: 9.7, 16: 12.0}) == 8
     assert pick_batch_size({1: 3.0, 2: 1.6, 4: 0.8, 8: 0.4}) == 8
     assert pick_batch_size({1: 10.0, 2: 10.5}, tolerance=0.0) == 1
+
+
+def test_ping_says_503_while_the_inference_thread_is_wedged_and_recovers(model_pt, image, gate):
+    settings = srv.Settings(model=str(model_pt), precision="fp32", warmup=False, timeout_s=1.5)
+    try:
+        with inprocess_server(settings) as url:
+            wait_ready(url)
+            with ThreadPoolExecutor(1) as pool:
+                stuck = pool.submit(fetch, url + "/invocations", image, {"Content-Type": "image/jpeg"})
+                assert fetch(url + "/ping")[0] == 200  # busy for less than --timeout: healthy
+                deadline = time.monotonic() + 10
+                while (answer := fetch(url + "/ping"))[0] == 200:
+                    assert time.monotonic() < deadline, "ping never noticed the wedged thread"
+                    time.sleep(0.1)
+                assert answer[0] == 503 and "looks stuck" in answer[2]["error"]
+                assert stuck.result(30)[0] == 503
+                gate.set()  # the batch finishes: health comes back by itself
+                deadline = time.monotonic() + 10
+                while fetch(url + "/ping")[0] != 200:
+                    assert time.monotonic() < deadline, "ping did not recover"
+                    time.sleep(0.05)
+            assert fetch(url + "/invocations", image, {"Content-Type": "image/jpeg"})[0] == 200
+    finally:
+        gate.set()
+
+
+def test_a_request_larger_than_the_queue_is_413_not_503(model_pt, synthetic_root):
+    import base64
+
+    image = base64.b64encode(next((synthetic_root / "test").glob("*/*.jpg")).read_bytes()).decode()
+    settings = srv.Settings(model=str(model_pt), precision="fp32", warmup=False, max_queue=2, max_instances=8)
+    headers = {"Content-Type": "application/json"}
+    with inprocess_server(settings) as url:
+        wait_ready(url)
+        three = json.dumps({"instances": [{"b64": image}] * 3}).encode()
+        status, _, body = fetch(url + "/invocations", three, headers)
+        assert status == 413 and "at most 2 at a time (--max-queue)" in body["error"]
+        two = json.dumps({"instances": [{"b64": image}] * 2}).encode()
+        assert fetch(url + "/invocations", two, headers)[0] == 200
+
+
+def test_a_500_names_the_request_never_the_exception(model_pt, synthetic_root, monkeypatch, caplog):
+    class BrokenRunner(Runner):
+        def __call__(self, images):
+            raise RuntimeError("secret detail from /srv/internal/model.py")
+
+    monkeypatch.setattr(srv, "Runner", BrokenRunner)
+    image = next((synthetic_root / "test").glob("*/*.jpg")).read_bytes()
+    with inprocess_server(srv.Settings(model=str(model_pt), precision="fp32", warmup=False)) as url:
+        wait_ready(url)
+        status, headers, body = fetch(
+            url + "/invocations", image, {"Content-Type": "image/jpeg", "X-Request-Id": "trace-me"}
+        )
+    assert status == 500 and headers["x-request-id"] == "trace-me"
+    assert (
+        "trace-me" in body["error"] and "secret" not in body["error"] and "RuntimeError" not in body["error"]
+    )
+    assert "secret detail" in caplog.text and "trace-me" in caplog.text  # the log has what the client lacks
+
+
+def test_settings_validate_themselves_and_drive_the_flags(model_pt, capsys):
+    from dataclasses import fields
+
+    from serve.__main__ import parse_args
+    from serve.settings import build_parser, flag_name
+
+    flags = {a.option_strings[0] for a in build_parser()._actions if a.option_strings[0] != "-h"}
+    assert flags == {flag_name(f) for f in fields(srv.Settings)}  # one flag per field, nothing else
+    assert {"--timeout", "--no-warmup", "--max-queue", "--max-image-pixels"} <= flags  # README's names
+    settings = parse_args(
+        ["--model", str(model_pt), "--timeout", "7", "--no-warmup", "--max-aspect-ratio", "4"]
+    )
+    assert (settings.timeout_s, settings.warmup, settings.limits().max_aspect_ratio) == (7.0, False, 4.0)
+    for bad, words in (
+        (["--max-queue", "0"], "--max-queue must be ≥ 1"),
+        (["--timeout", "0"], "--timeout must be > 0"),
+        (["--port", "70000"], "--port must be 0–65535"),
+        (["--precision", "fp8"], "invalid choice"),
+    ):
+        with pytest.raises(SystemExit) as info:
+            parse_args(["--model", str(model_pt), *bad])
+        assert info.value.code == 2 and words in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--max-request-pixels must be ≥ 1"):
+        srv.Settings(model=str(model_pt), max_request_pixels=0)

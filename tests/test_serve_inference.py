@@ -19,6 +19,7 @@ from PIL import Image
 
 from serve import inference
 from serve.inference import (
+    Limits,
     RequestError,
     decode_image,
     decode_request,
@@ -165,16 +166,20 @@ def truncated_jpeg() -> bytes:
     ("body", "status", "words"),
     [
         (b"", 400, "empty"),
-        (b"this is not an image at all", 400, "not an image"),
+        (b"this is not an image at all", 400, "is not a JPEG, PNG, WebP, BMP, GIF, TIFF or PPM image"),
         (truncated_jpeg(), 400, "truncated"),
         (encode(Image.new("L", (2000, 1000)), "PNG"), 413, "pixels"),  # over our limit (1,000,000 below)
-        (png_header_only(100_000, 100_000), 413, "too large"),  # 10 gigapixels: Pillow's own bomb guard
+        (
+            png_header_only(100_000, 100_000),
+            413,
+            "over the limit of 1,000,000 pixels",
+        ),  # 10 gigapixels: Pillow's own bomb guard
     ],
     ids=["empty", "non-image", "truncated-jpeg", "over-pixel-limit", "decompression-bomb"],
 )
 def test_bad_images_get_a_clear_status(body, status, words):
     with pytest.raises(RequestError) as info:
-        decode_image(body, "body", max_pixels=1_000_000)
+        decode_image(body, "body", Limits(max_image_pixels=1_000_000))
     assert info.value.status == status and words in str(info.value)
 
 
@@ -186,7 +191,7 @@ def b64(data: bytes) -> str:
     ("body", "content_type", "status", "words"),
     [
         (b"{not json", "application/json", 400, "not valid JSON"),
-        (b'["a list"]', "application/json", 400, "'instances'"),
+        (b'["a list"]', "application/json", 400, "must be an object"),
         (b'{"instances": []}', "application/json", 400, "'instances'"),
         (
             json.dumps({"instances": [{"b64": b64(b"x")}, {"image": "x"}]}).encode(),
@@ -204,7 +209,7 @@ def b64(data: bytes) -> str:
             json.dumps({"instances": [{"b64": b64(b"not an image")}]}).encode(),
             "application/json",
             400,
-            "instances[0] is not an image",
+            "instances[0] is not a JPEG",
         ),
         (
             json.dumps({"instances": [{"b64": "eA=="}] * 3}).encode(),
@@ -231,7 +236,7 @@ def b64(data: bytes) -> str:
 )
 def test_malformed_requests_name_the_field(body, content_type, status, words):
     with pytest.raises(RequestError) as info:
-        decode_request(body, content_type, max_instances=2)
+        decode_request(body, content_type, Limits(max_instances=2))
     assert info.value.status == status and words in str(info.value)
 
 
@@ -248,3 +253,104 @@ def test_request_error_speaks_the_toolkit_error_protocol():
     assert (e.status_code, e.phrase) == (413, HTTPStatus(413).phrase)
     assert json.loads(e.message) == {"error": "too big"}
     assert isinstance(e, inference._ErrorBase)
+
+
+class _ToolkitError(Exception):
+    """sagemaker_inference.errors.BaseInferenceToolkitError as sagemaker-inference 1.10 defines it."""
+
+    def __init__(self, status_code, message, phrase):
+        self.status_code, self.message, self.phrase = status_code, message, phrase
+        super().__init__(status_code, message, phrase)
+
+
+@pytest.fixture
+def under_toolkit(monkeypatch):
+    """serve/inference.py imported as the toolkit imports code/inference.py, with its error module present,
+    and the toolkit's rule for turning a handler's exception into a response (Transformer.transform):
+    a BaseInferenceToolkitError answers its status_code with message + traceback, anything else 500."""
+    import importlib.util
+    import traceback
+    import types
+
+    errors = types.ModuleType("sagemaker_inference.errors")
+    errors.BaseInferenceToolkitError = _ToolkitError
+    monkeypatch.setitem(sys.modules, "sagemaker_inference", types.ModuleType("sagemaker_inference"))
+    monkeypatch.setitem(sys.modules, "sagemaker_inference.errors", errors)
+    spec = importlib.util.spec_from_file_location("inference_in_container", inference.__file__)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    assert issubclass(module.RequestError, _ToolkitError)
+
+    def respond(fn, *args) -> tuple[int, str]:
+        try:
+            fn(*args)
+        except Exception as e:  # noqa: BLE001 — exactly the toolkit's catch-all
+            trace = traceback.format_exc()
+            if isinstance(e, _ToolkitError):
+                return e.status_code, f"{e.message}\n{trace}"
+            return 500, f"{e}\n{trace}"
+        return 200, ""
+
+    module.respond = respond
+    return module
+
+
+def test_input_fn_gives_the_toolkit_the_same_status_for_every_hostile_request(under_toolkit):
+    from image_bytes import malformed_requests, worst_cases
+
+    rejected = {n: c for n, c in worst_cases().items() if c[2] != 200}
+    for name, (body, content_type, expected) in {**rejected, **malformed_requests()}.items():
+        if content_type == "application/json":  # the toolkit hands JSON to input_fn as text
+            try:
+                body = body.decode("utf-8")
+            except UnicodeDecodeError:  # the toolkit's own decode fails (its 500) before input_fn runs
+                continue
+        status, response = under_toolkit.respond(under_toolkit.input_fn, body, content_type)
+        assert status == expected, (name, response[:300])
+        assert json.loads(response.split("\n", 1)[0])["error"], name
+        if expected == 413:
+            assert "DOGBREED_MAX_" in response.split("\n", 1)[0], name
+
+
+def test_a_failing_model_is_a_500_without_its_exception_text_and_memory_is_a_503(under_toolkit):
+    class Model:
+        class_names = ["a", "b"]
+
+        def __init__(self, error):
+            self.error = error
+
+        def parameters(self):
+            return iter([torch.zeros(1)])
+
+        def predict_images(self, images):
+            raise self.error
+
+    batch = under_toolkit.Batch([torch.zeros(3, 8, 8, dtype=torch.uint8)])
+    status, response = under_toolkit.respond(
+        under_toolkit.predict_fn, batch, Model(RuntimeError("secret /opt/ml/model internals"))
+    )
+    assert status == 500 and "internal error while running the model" in response
+    assert "secret" not in response and "RuntimeError" not in response  # not even in the toolkit's trace
+    status, response = under_toolkit.respond(under_toolkit.predict_fn, batch, Model(MemoryError()))
+    assert status == 503 and "out of memory" in response
+    status, _ = under_toolkit.respond(
+        under_toolkit.predict_fn,
+        batch,
+        Model(RuntimeError("[enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: can't allocate memory")),
+    )
+    assert status == 503
+
+
+def test_limits_come_from_the_environment_and_bad_values_name_the_variable(monkeypatch):
+    monkeypatch.setenv("DOGBREED_MAX_IMAGE_PIXELS", "1000")
+    monkeypatch.setenv("DOGBREED_MAX_ASPECT_RATIO", "2.5")
+    with pytest.raises(RequestError) as info:
+        input_fn(encode(Image.new("RGB", (40, 30)), "PNG"), "image/png")
+    assert info.value.status == 413 and "DOGBREED_MAX_IMAGE_PIXELS" in str(info.value)
+    with pytest.raises(RequestError) as info:
+        input_fn(encode(Image.new("RGB", (30, 9)), "PNG"), "image/png")
+    assert info.value.status == 413 and "aspect ratio 3.3:1, over the limit of 2.5:1" in str(info.value)
+    monkeypatch.setenv("DOGBREED_MAX_REQUEST_PIXELS", "lots")
+    with pytest.raises(ValueError, match="DOGBREED_MAX_REQUEST_PIXELS='lots' must be a positive int"):
+        inference.Limits()

@@ -1,10 +1,11 @@
 """Full dataset check: decode every image in parallel and report problems by path.
 
-Finds files that are empty, not images, or do not decode completely (truncated JPEGs included: Pillow's
-``LOAD_TRUNCATED_IMAGES`` is forced off in the workers, and every image is fully decoded, not just
-``verify()``-ed), images below a minimum size, unusual modes, exact duplicates (content hash) within and
-across splits, the structural problems of :mod:`dogbreed.data.layout` and class imbalance. Errors are what
-would break training; warnings are worth a look. ``quarantine`` moves broken files out (never deletes).
+Finds files that are empty, not images of a format training opens (:data:`dogbreed.data.images.FORMATS`), or
+do not decode completely (truncated JPEGs included: Pillow's ``LOAD_TRUNCATED_IMAGES`` is forced off in the
+workers, and every image is fully decoded, not just ``verify()``-ed), images below a minimum size, unusual
+modes, exact duplicates (content hash) within and across splits, the structural problems of
+:mod:`dogbreed.data.layout` and class imbalance. Errors are what would break training; warnings are worth a
+look. ``quarantine`` moves broken files out (never deletes).
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageFile
+from PIL import ImageFile, UnidentifiedImageError
 from tqdm import tqdm
 
 from dogbreed.cores import usable_cores
-from dogbreed.data.images import to_rgb
+from dogbreed.data.images import FORMAT_NAMES, open_image, to_rgb
 from dogbreed.data.layout import Layout, class_folders, find_splits, is_image_file, structural_problems
 
 ERROR, WARNING = "error", "warning"
@@ -156,9 +157,11 @@ def _inspect(path: str) -> FileResult:
         return FileResult(0, None, kind="zero_byte", error="empty file (0 bytes)")
     digest = hashlib.sha256(data).hexdigest()
     try:
-        img = Image.open(io.BytesIO(data))
-    except Exception as exc:  # UnidentifiedImageError, or a header Pillow cannot parse
-        return FileResult(len(data), digest, kind="not_image", error=f"not an image ({_short(exc)})")
+        img = open_image(io.BytesIO(data))
+    except Exception as exc:  # UnidentifiedImageError (incl. formats we do not open), or a broken header
+        detail = "" if isinstance(exc, UnidentifiedImageError) else f": {_short(exc)}"
+        error = f"not an image in a format training opens ({FORMAT_NAMES}){detail}"
+        return FileResult(len(data), digest, kind="not_image", error=error)
     with img:
         info = dict(
             size=len(data),
