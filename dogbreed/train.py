@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dogbreed.atomic import write_json
 from dogbreed.backbones import WeightsUnavailableError
+from dogbreed.callbacks.interrupt import exit_status_on_interrupt
 from dogbreed.callbacks.metric_lines import FINAL_KEYS, format_value
 from dogbreed.config import CONFIG_DIR, ConfigError, validate
 from dogbreed.data.layout import DatasetError
@@ -153,7 +154,8 @@ def train(
         "pretrained weights loaded" if model.pretrained else "RANDOM INITIALISATION",
     )
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    with exit_status_on_interrupt(trainer):  # SIGTERM/SIGINT: checkpoint saved, exit 143/130
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     metrics: dict[str, Any] = {
         "val_loss": _metric(trainer.callback_metrics, "val_loss"),
         "val_acc": _metric(trainer.callback_metrics, "val_acc"),
@@ -167,7 +169,9 @@ def train(
     metrics["best_checkpoint"] = best
 
     if cfg.get("test", True):
-        results = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        results = trainer.test(
+            model, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True
+        )
         for key, value in (results[0] if results else {}).items():
             metrics[key] = float(value)
 
