@@ -15,7 +15,7 @@ from torchvision.datasets import ImageFolder
 
 from dogbreed.backbones import Preprocess
 from dogbreed.data import layout as layout_mod
-from dogbreed.data.feature_cache import CachedFeatures, FeatureCache, file_digest
+from dogbreed.data.feature_cache import CachedFeatures, FeatureCache, file_digest, module_digest
 from dogbreed.data.images import load_rgb
 from dogbreed.data.resumable import EpochSampler, ResumableDataLoader, ignore_sigint
 from dogbreed.data.transforms import eval_transform, train_transform
@@ -104,7 +104,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
                 "backbone": hp.backbone,
                 "weights": hp.weights if model.pretrained else None,
                 "weights_file": file_digest(hp.weights_file) if hp.weights_file else None,
-                "random_init_seed": None if model.pretrained else self.seed,
+                "random_init": None if model.pretrained else module_digest(model.backbone),
                 "preprocess": self.preprocess.to_dict(),
                 "augment": self.augment,
                 "extractor": self.extractor.describe(),
