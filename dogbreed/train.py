@@ -22,6 +22,7 @@ from dogbreed.backbones import WeightsUnavailableError
 from dogbreed.callbacks.interrupt import exit_status_on_interrupt
 from dogbreed.callbacks.metric_lines import FINAL_KEYS, format_value
 from dogbreed.config import CONFIG_DIR, ConfigError, validate
+from dogbreed.console import quiet_third_party
 from dogbreed.data.layout import DatasetError
 from dogbreed.perf import auto_precision
 
@@ -137,6 +138,7 @@ def train(
     cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit, test, export; write metrics.json. Returns ``(metrics, objects)``."""
+    quiet_third_party(resuming=cfg.get("ckpt_path") is not None)
     validate(cfg)
     started = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)

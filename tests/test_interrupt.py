@@ -105,6 +105,7 @@ def test_sigterm_mid_epoch_saves_the_step_and_the_resumed_run_continues_there(sy
     # It trains the rest of epoch 0 (not its start) and then epoch 1: each step exactly once overall.
     assert steps_printed(resumed.stdout) == list(range(stopped + 1, 2 * STEPS_PER_EPOCH + 1))
     assert "not resumable" not in resumed.stdout + resumed.stderr
+    assert "exists and is not empty" not in resumed.stderr  # resuming into the run's own folder is normal
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["global_step"] == 2 * STEPS_PER_EPOCH and metrics["epochs"] == 2
     # The reports cover the whole run, both processes.

@@ -329,6 +329,8 @@ class ProfilerCallback(pl.Callback):
         activities = [ProfilerActivity.CPU]
         if self._context.device == "cuda":
             activities.append(ProfilerActivity.CUDA)
+        else:  # kineto's C++ log: "USDT: profiler_start", "ERROR: gpuGetDeviceCount failed" without a GPU
+            os.environ.setdefault("KINETO_LOG_LEVEL", "6")
         self._torch_prof = profile(activities=activities, record_shapes=False, with_stack=False)
         self._torch_prof.start()
 
