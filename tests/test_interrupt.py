@@ -91,16 +91,8 @@ def test_sigterm_mid_epoch_saves_the_step_and_the_resumed_run_continues_there(sy
     assert torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"] == stopped
     assert not (out / "metrics.json").exists()  # an interrupted run reports no final metrics
 
-    command = shlex.split(lines[0].split("resume with: ", 1)[1])
-    assert command[:3] == ["python", "-m", "dogbreed.train"]
-    resumed = subprocess.run(
-        [sys.executable, *command[1:]],
-        capture_output=True,
-        text=True,
-        env=child_env(),
-        cwd=tmp_path,
-        timeout=300,
-    )
+    assert lines[0].split("resume with: ", 1)[1].startswith("python -m dogbreed.train ")
+    resumed = run_resume_command(lines[0], tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     # It trains the rest of epoch 0 (not its start) and then epoch 1: each step exactly once overall.
     assert steps_printed(resumed.stdout) == list(range(stopped + 1, 2 * STEPS_PER_EPOCH + 1))
@@ -212,3 +204,105 @@ def test_callback_state_survives_a_weights_only_checkpoint(tmp_path):
     assert record.step == 3 and record.loss == 1.25 and record.gradients.names == ("a.weight",)
     assert (record.gradients["norm"] == history.records[0].gradients["norm"]).all()
     assert (record.relu_activity["r_relu_output"] == history.records[0].relu_activity["r_relu_output"]).all()
+
+
+def run_resume_command(
+    line: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    command = shlex.split(line.split("resume with: ", 1)[1])
+    return subprocess.run(
+        [sys.executable, *command[1:]],
+        capture_output=True,
+        text=True,
+        env=env or child_env(),
+        cwd=cwd,
+        timeout=900,
+    )
+
+
+@pytest.mark.slow
+def test_demo_stopped_by_sigterm_mid_epoch_resumes_to_the_same_test_accuracy(tmp_path):
+    """The acceptance run: ``kill -TERM`` on the demo mid-epoch → 143 + resume command → same test_acc."""
+    base = [
+        "experiment=demo",
+        f"data.root={tmp_path / 'synthetic'}",
+        "evaluate.enabled=false",
+        "export.enabled=false",
+        "+callbacks.slow._target_=slow_steps.SlowSteps",  # 0.3 s per step: time to land mid-epoch
+    ]
+    plain = subprocess.run(
+        [sys.executable, "-m", "dogbreed.train", *base, f"paths.output_dir={tmp_path / 'plain'}"],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        cwd=tmp_path,
+        timeout=900,
+    )
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    out = tmp_path / "stopped"
+    status, output = interrupt_at(
+        [*base, f"paths.output_dir={out}"], "slow_steps: epoch=1 step=18", signal.SIGTERM, tmp_path
+    )
+    assert status == 143, output
+    line = next(x for x in output.splitlines() if x.startswith("Interrupted by SIGTERM at epoch 1, step"))
+    resumed = run_resume_command(line, tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    expected = json.loads((tmp_path / "plain" / "metrics.json").read_text())
+    got = json.loads((out / "metrics.json").read_text())
+    assert got["global_step"] == expected["global_step"]
+    assert abs(got["test_acc"] - expected["test_acc"]) <= 0.02, (got["test_acc"], expected["test_acc"])
+
+
+@pytest.mark.slow
+def test_spot_interruption_inside_a_sagemaker_job_writes_the_failure_file_and_the_restart_resumes(
+    synthetic_root, tmp_path
+):
+    opt_ml = tmp_path / "opt_ml"
+    channels = opt_ml / "input" / "data"
+    channels.mkdir(parents=True)
+    for split in ("train", "valid", "test"):
+        (channels / split).symlink_to(synthetic_root / split, target_is_directory=True)
+    for folder in ("checkpoints", "output/data", "model"):
+        (opt_ml / folder).mkdir(parents=True, exist_ok=True)
+    env = {
+        **child_env(),
+        **{f"SM_CHANNEL_{s.upper()}": str(channels / s) for s in ("train", "valid", "test")},
+        "SM_MODEL_DIR": str(opt_ml / "model"),
+        "SM_OUTPUT_DATA_DIR": str(opt_ml / "output" / "data"),
+        "SM_OUTPUT_DIR": str(opt_ml / "output"),
+        "SM_NUM_GPUS": "0",
+        "SM_HOSTS": '["algo-1"]',
+        "SM_CURRENT_HOST": "algo-1",
+        "TRAINING_JOB_NAME": "dogbreed-spot-1",
+        "DOGBREED_CHECKPOINT_DIR": str(opt_ml / "checkpoints"),
+    }
+    hyperparameters = [
+        "--data.batch_size", "8", "--data.num_workers", "0", "--model", '"mobilenet_v2"',
+        "--model.allow_random_init", "true", "--trainer.max_epochs", "2", "--logger", '"none"',
+        "+callbacks.slow._target_=slow_steps.SlowSteps",
+    ]  # fmt: skip
+    job = [sys.executable, "-m", "launch.shim", *hyperparameters]
+    proc = subprocess.Popen(
+        job, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path
+    )
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "slow_steps: epoch=0 step=3" in line:
+            proc.send_signal(signal.SIGTERM)  # what SageMaker sends when it reclaims a spot instance
+            break
+    output = "".join(seen) + proc.communicate(timeout=600)[0]
+    assert proc.returncode == 143, output
+    assert "callbacks.interval_checkpoint.every=10min" in output  # on by default inside a job
+    reason = (opt_ml / "output" / "failure").read_text()
+    assert reason.startswith("Interrupted by SIGTERM at epoch 0, step ") and "ckpt_path=" in reason
+    stopped = torch.load(opt_ml / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+
+    (opt_ml / "output" / "failure").unlink()
+    restarted = subprocess.run(job, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    assert f"ckpt_path={opt_ml / 'checkpoints' / 'last.ckpt'}" in restarted.stdout
+    assert steps_printed(restarted.stdout)[0] == stopped + 1
+    metrics = json.loads((opt_ml / "output" / "data" / "metrics.json").read_text())
+    assert metrics["global_step"] == 2 * STEPS_PER_EPOCH
+    assert (opt_ml / "model" / "model.pt").is_file() and not (opt_ml / "output" / "failure").exists()
