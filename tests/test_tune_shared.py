@@ -5,6 +5,7 @@ exits 0, nothing says "database is locked", and the database password appears in
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +14,11 @@ import optuna
 import postgres_server
 import pytest
 from omegaconf import OmegaConf
+from optuna.trial import TrialState
 
 from dogbreed.config import ConfigError
 from dogbreed.redact import redact
-from launch.tune_local import FINISHED, open_storage
+from launch.tune_local import FINISHED, open_storage, run_trials
 
 TRIAL = [  # each trial: one tiny epoch
     "data.num_workers=0", "data.batch_size=16", "model=mobilenet_v2", "model.allow_random_init=true",
@@ -123,3 +125,32 @@ def test_redact_masks_url_passwords_only():
         "${oc.env:DOGBREED_TUNE_STORAGE}",
     ):
         assert redact(unchanged) == unchanged
+
+
+def test_a_trial_that_lost_the_last_slot_to_another_process_goes_back_to_the_queue(tmp_path):
+    study = optuna.create_study(storage=open_storage(OmegaConf.create({"storage": None}), tmp_path))
+    real_ask = study.ask
+    rival = []
+
+    def ask_after_a_rival(*args, **kwargs):
+        if not rival:  # another process asks between this one's check and its ask
+            rival.append(real_ask())
+        return real_ask(*args, **kwargs)
+
+    study.ask = ask_after_a_rival
+    called = []
+    assert run_trials(study, lambda trial: called.append(trial) or 1.0, max_jobs=1) == 0
+    assert not called  # no training for a trial past max_jobs
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.RUNNING, TrialState.WAITING]  # the rival's, and ours back in the queue
+
+
+def test_a_running_trial_of_a_dead_process_on_this_machine_is_recorded_failed(tmp_path):
+    study = optuna.create_study(storage=open_storage(OmegaConf.create({"storage": None}), tmp_path))
+    orphan = study.ask()
+    orphan.set_user_attr("worker", f"{socket.gethostname()}:{2**22 + 12345}")  # no such pid
+    elsewhere = study.ask()
+    elsewhere.set_user_attr("worker", f"another-host:{os.getpid()}")
+    assert run_trials(study, lambda trial: 0.5, max_jobs=3) == 1
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states == {0: TrialState.FAIL, 1: TrialState.RUNNING, 2: TrialState.COMPLETE}
