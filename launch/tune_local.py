@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -105,11 +106,7 @@ def open_storage(tune: DictConfig, output_dir: Path) -> optuna.storages.BaseStor
     # sqlite: wait for the writer holding the lock instead of failing with "database is locked"
     engine = {"connect_args": {"timeout": 60}} if scheme == "sqlite" else {"pool_pre_ping": True}
     try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and have been for years
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine, heartbeat_interval=tune.get("heartbeat_s") or None
-            )
+        return _rdb_storage(url, engine, tune.get("heartbeat_s") or None)
     except ImportError as exc:
         extra = DRIVER_EXTRAS.get(scheme)
         fix = f"pip install 'dogbreed[{extra}]'" if extra else "install the SQLAlchemy driver for it"
@@ -117,6 +114,25 @@ def open_storage(tune: DictConfig, output_dir: Path) -> optuna.storages.BaseStor
         raise ConfigError(
             f"tune.storage={redact(url)}: the {scheme} database driver is not installed ({missing}); {fix}"
         ) from None
+
+
+def _rdb_storage(url: str, engine: dict[str, Any], heartbeat_s: int | None) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage. Processes starting together on an empty database race to create Optuna's
+    tables; the loser gets a duplicate-object error and, a moment later, finds the tables there."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    attempt = 0
+    while True:
+        try:
+            # Heartbeats are "experimental" in Optuna, and have been for years.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_s)
+        except (IntegrityError, ProgrammingError):
+            attempt += 1
+            if attempt == 5:
+                raise
+            time.sleep(0.5 * attempt)
 
 
 def open_study(tune: DictConfig, output_dir: Path) -> optuna.Study:

@@ -196,5 +196,10 @@ def exit_status_on_interrupt(trainer: pl.Trainer) -> Iterator[None]:
     except SIGTERMException:
         found = [c for c in trainer.callbacks if isinstance(c, InterruptCheckpoint)]
         signum = (found[0].signum if found else None) or signal.SIGTERM
-        message = found[0].message if found and found[0].message else "Interrupted (no checkpoint saved)"
+        message = found[0].message if found else None
+        if message is None:  # callbacks.interrupt=null: Lightning stopped, nothing was saved
+            message = (
+                f"Interrupted by {signal.Signals(signum).name} (callbacks.interrupt is off: no checkpoint)"
+            )
+            print(message, flush=True)
         raise Interrupted(signum, message) from None
