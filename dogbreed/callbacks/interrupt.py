@@ -153,16 +153,20 @@ class InterruptCheckpoint(Checkpoint):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._training = False
 
-    def _stop_if_signalled(self) -> None:
-        if self.signum is not None:
+    def _stop_if_signalled(self, trainer: pl.Trainer) -> None:
+        stop = self.signum is not None
+        if trainer.world_size > 1:  # every rank stops at the same batch, or the next collective hangs
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if stop:
+            self.signum = self.signum or signal.SIGTERM  # another rank got it
             raise SIGTERMException  # Lightning's own way out of the loops; on_exception follows
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
-        self._stop_if_signalled()
+        self._stop_if_signalled(trainer)
 
     def on_validation_batch_end(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
         if self._training:
-            self._stop_if_signalled()
+            self._stop_if_signalled(trainer)
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
