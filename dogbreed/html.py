@@ -31,6 +31,22 @@ def esc(value: Any) -> str:
     return html.escape("" if value is None else str(value))
 
 
+def figure_label(name: str, width: int | None = None) -> str:
+    """A class folder name as figures show it: ``'012.Border_collie'`` → ``'Border collie'``, cut to
+    ``width`` characters, with ``$`` escaped so matplotlib draws the text as it is (two ``$`` would start
+    mathtext, where ``_`` and ``^`` are markup and a stray one fails the whole figure)."""
+    head, sep, tail = name.partition(".")
+    label = (tail if sep and head.isdigit() else name).replace("_", " ")
+    if width is not None and len(label) > width:
+        label = label[: width - 1] + "…"
+    return figure_text(label)
+
+
+def figure_text(text: str) -> str:
+    """``text`` (a path, a name) escaped so matplotlib draws it as it is, never as mathtext."""
+    return str(text).replace("$", r"\$")
+
+
 def figure_img(fig: Any, alt: str) -> str:
     """A matplotlib figure as an inline ``<img class="plot">`` (closes the figure)."""
     import matplotlib.pyplot as plt

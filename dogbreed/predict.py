@@ -43,7 +43,7 @@ def load_checkpoint(path: str | Path):
     backbones_log.setLevel(logging.WARNING)
     try:
         model = BreedClassifier.load_from_checkpoint(
-            str(path), map_location="cpu", weights=None, weights_file=None
+            str(path), map_location="cpu", weights_only=True, weights=None, weights_file=None
         )
     finally:
         backbones_log.setLevel(level)

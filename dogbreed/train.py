@@ -19,8 +19,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from dogbreed.atomic import write_json
 from dogbreed.backbones import WeightsUnavailableError
+from dogbreed.callbacks.interrupt import exit_status_on_interrupt
 from dogbreed.callbacks.metric_lines import FINAL_KEYS, format_value
 from dogbreed.config import CONFIG_DIR, ConfigError, instantiate, validate
+from dogbreed.console import quiet_third_party
 from dogbreed.data.layout import DatasetError
 from dogbreed.lr_find import mode as lr_find_mode
 from dogbreed.perf import auto_precision
@@ -125,6 +127,7 @@ def train(
     cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit, test, export; write metrics.json. Returns ``(metrics, objects)``."""
+    quiet_third_party(resuming=cfg.get("ckpt_path") is not None)
     validate(cfg)
     lr_find = lr_find_mode(cfg)
     started = time.perf_counter()
@@ -148,7 +151,8 @@ def train(
 
         print_result(find_lr(cfg, objects, apply=lr_find == "apply"))
     log_config(trainer.loggers, cfg)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    with exit_status_on_interrupt(trainer):  # SIGTERM/SIGINT: checkpoint saved, exit 143/130
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     metrics: dict[str, Any] = {
         "val_loss": _metric(trainer.callback_metrics, "val_loss"),
         "val_acc": _metric(trainer.callback_metrics, "val_acc"),
@@ -162,7 +166,9 @@ def train(
     metrics["best_checkpoint"] = best
 
     if cfg.get("test", True):
-        results = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        results = trainer.test(
+            model, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True
+        )
         for key, value in (results[0] if results else {}).items():
             metrics[key] = float(value)
 

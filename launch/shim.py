@@ -11,8 +11,10 @@ environment variables. This shim turns that into a ``python -m dogbreed.train`` 
 - ``SM_CHANNEL_WEIGHTS`` (a backbone state dict, for network-isolated jobs) → ``model.weights_file``;
 - ``SM_OUTPUT_DATA_DIR`` → ``paths.output_dir``; after training the exported model (``model.pt`` +
   ``code/inference.py``) is unpacked into ``SM_MODEL_DIR``, so SageMaker's model.tar.gz deploys as is;
-- ``/opt/ml/checkpoints`` (``DOGBREED_CHECKPOINT_DIR``) → the checkpoint dir; its ``last.ckpt`` →
-  ``ckpt_path`` (a spot-interrupted job resumes where it stopped);
+- ``/opt/ml/checkpoints`` (``DOGBREED_CHECKPOINT_DIR``) → ``paths.checkpoint_dir``, with ``last.ckpt``
+  also written every 10 minutes (``callbacks.interval_checkpoint.every``) and on SIGTERM; its ``last.ckpt``
+  → ``ckpt_path`` (a spot-interrupted job resumes at the step where it stopped);
+- a failure (or an interruption) → ``$SM_OUTPUT_DIR/failure``, the job's FailureReason;
 - ``SM_NUM_GPUS`` / ``SM_HOSTS`` / ``SM_CURRENT_HOST`` → trainer accelerator, devices, nodes (and the
   rendezvous variables Lightning reads when torchrun is not launching us);
 - a failure's message → SageMaker's failure file (``SM_OUTPUT_FAILURE``, else ``$SM_OUTPUT_DIR/failure``).
@@ -38,6 +40,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dogbreed.atomic import write_text
 from launch.overrides import from_hyperparameter, from_v3_hyperparameter_name, hydra_value, split_override
 
 log = logging.getLogger("launch.shim")
@@ -45,6 +48,7 @@ CHECKPOINT_DIR = "/opt/ml/checkpoints"
 FAILURE_FILE = "/opt/ml/output/failure"
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 JOB_MARKER = "dogbreed-job.txt"
+INTERVAL_CHECKPOINT = "10min"  # callbacks.interval_checkpoint.every inside a job (unless the user sets it)
 
 
 @dataclass
@@ -192,7 +196,7 @@ def translate(argv: Sequence[str], env: Mapping[str, str]) -> Plan:
         forced.append(f"model.weights_file={hydra_value(str(weights))}")
     ckpt_dir = Path(env.get("DOGBREED_CHECKPOINT_DIR", CHECKPOINT_DIR))
     if ckpt_dir.is_dir():
-        forced.append(f"callbacks.model_checkpoint.dirpath={hydra_value(str(ckpt_dir))}")
+        forced.append(f"paths.checkpoint_dir={hydra_value(str(ckpt_dir))}")
         if (ckpt_dir / "last.ckpt").is_file() and _same_job(ckpt_dir, env):
             forced.append(f"ckpt_path={hydra_value(str(ckpt_dir / 'last.ckpt'))}")
     forced_keys = {split_override(o)[0].lstrip("+") for o in forced}
@@ -205,6 +209,9 @@ def translate(argv: Sequence[str], env: Mapping[str, str]) -> Plan:
             kept.append(override)
     user_keys = {split_override(o)[0].lstrip("+~") for o in kept}
     trainer, extra_env = _trainer_overrides(env, user_keys)
+    if ckpt_dir.is_dir() and not any(k.startswith("callbacks.interval_checkpoint") for k in user_keys):
+        # /opt/ml/checkpoints is synced to S3 as it changes: a lost instance costs at most this interval.
+        trainer.append(f"callbacks.interval_checkpoint.every={INTERVAL_CHECKPOINT}")
     model_dir = Path(env["SM_MODEL_DIR"]) if env.get("SM_MODEL_DIR") else None
     return Plan(
         overrides=[*trainer, *kept, *forced], env=extra_env, output_dir=output_dir, model_dir=model_dir
@@ -245,10 +252,11 @@ def failure_file(env: Mapping[str, str]) -> Path:
 
 
 def _write_failure(message: str) -> None:
-    """SageMaker shows the content of the failure file (see failure_file) as the job's FailureReason."""
+    """SageMaker shows the first 1024 characters of the failure file as the job's FailureReason (the
+    training toolkit keeps a failure file that exists), next to the non-zero exit status."""
     failure = failure_file(os.environ)
     if failure.parent.is_dir():
-        failure.write_text(message[:1024])
+        write_text(failure, message.strip()[:1024] + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -262,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let the exception reach us, for the failure file
     print("launch.shim: python -m dogbreed.train " + " ".join(plan.overrides), flush=True)
     from dogbreed import train as train_module
+    from dogbreed.callbacks.interrupt import Interrupted
 
     saved_argv = sys.argv
     sys.argv = [saved_argv[0], *plan.overrides]
@@ -269,6 +278,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("dogbreed").addHandler(errors)  # Hydra reconfigures the root logger
     try:
         train_module.main()
+    except Interrupted as exc:  # SIGTERM (spot reclaim, StopTrainingJob): last.ckpt saved, status 143
+        _write_failure(exc.message)
+        raise
     except SystemExit as exc:  # dogbreed.train reports a user error and exits non-zero
         if exc.code not in (0, None):
             _write_failure(errors.last or f"dogbreed.train exited with status {exc.code}")

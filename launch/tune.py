@@ -1,9 +1,10 @@
 """python -m launch.tune [overrides]: hyperparameter search over conf/tune's space, locally or on SageMaker.
 
 backend=local (default): an Optuna study on this machine (TPE sampler, pruning through Lightning with
-tune/pruner=median|hyperband|none, storage sqlite:///<output dir>/study.db or any RDB URL via tune.storage,
-resumable); writes best.yaml (python -m dogbreed.train --config-path DIR --config-name best), trials.csv
-and history.png into paths.output_dir. tune.max_jobs is the number of trials.
+tune/pruner=median|hyperband|none, storage <output dir>/study.journal or a database URL via tune.storage,
+resumable, shared by every launch.tune process on that storage); writes best.yaml (python -m
+dogbreed.train --config-path DIR --config-name best), trials.csv and history.png into paths.output_dir.
+tune.max_jobs is the number of trials (in all, over every process).
 backend=sagemaker: a HyperparameterTuner job (tune.strategy Bayesian|Random|Hyperband|Grid,
 tune.max_jobs, tune.max_parallel_jobs, tune.early_stopping_type, tune.warm_start.parents); with
 launch.wait=true it prints the best training job and its hyperparameters. --attach NAME (tune.attach=NAME)

@@ -2,9 +2,11 @@
 
 Each trial composes the training config (the CLI's training overrides + ``tune.trial_overrides`` + the
 sampled values), trains in this process with Optuna's Lightning pruning callback reporting the objective
-after every validation, and writes to ``<paths.output_dir>/trials/NNN``. The study lives in an RDB
-(``sqlite:///<paths.output_dir>/study.db`` by default), so a rerun resumes it and several processes, on
-one machine or many, can work the same study. A trial that raises is recorded FAIL; the study goes on.
+after every validation, and writes to ``<paths.output_dir>/trials/NNN``. The study lives in Optuna's
+journal file ``<paths.output_dir>/study.journal`` by default (several processes on one machine, no
+server) or in a database (``tune.storage=postgresql://…``: several machines), so a rerun resumes it and
+several processes can work the same study; together they stop at exactly ``tune.max_jobs`` finished
+trials. A trial that raises is recorded FAIL; the study goes on.
 
 Outputs (atomically written): ``best.yaml`` (a complete training config: ``python -m dogbreed.train
 --config-path DIR --config-name best``), ``trials.csv`` and ``history.png``.
@@ -13,6 +15,9 @@ Outputs (atomically written): ``best.yaml`` (a complete training config: ``pytho
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,17 +25,22 @@ from typing import Any
 
 import hydra
 import optuna
+import psutil
 from omegaconf import DictConfig, OmegaConf, open_dict
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from dogbreed.atomic import write_text
 from dogbreed.config import CONFIG_DIR, ConfigError, compose
+from dogbreed.redact import redact
 from launch.overrides import hydra_value
 from launch.space import Param, build_space, override
 from launch.sweep_page import write_sweep_page
 
 log = logging.getLogger("launch.tune")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+JOURNAL = "study.journal"  # the default storage, in the output folder
+DRIVER_EXTRAS = {"postgresql": "postgres", "mysql": "mysql"}  # database → the extra with its driver
 
 
 def direction(tune: DictConfig) -> str:
@@ -84,13 +94,52 @@ class Objective:
         return float(value)
 
 
+def open_storage(tune: DictConfig, output_dir: Path) -> optuna.storages.BaseStorage:
+    """``tune.storage``: null → a journal file in the output folder (several processes on this machine,
+    no server); a path → that journal file (a shared disk); a database URL → Optuna's RDB storage
+    (``postgresql://``, ``mysql+pymysql://``: several machines; ``sqlite:///``: one process at a time)."""
+    url = str(tune.get("storage") or output_dir / JOURNAL)
+    if "://" not in url or url.startswith("file://"):
+        path = Path(url.removeprefix("file://")).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    scheme = url.split("://", 1)[0].split("+", 1)[0]
+    # sqlite: wait for the writer holding the lock instead of failing with "database is locked"
+    engine = {"connect_args": {"timeout": 60}} if scheme == "sqlite" else {"pool_pre_ping": True}
+    try:
+        return _rdb_storage(url, engine, tune.get("heartbeat_s") or None)
+    except ImportError as exc:
+        extra = DRIVER_EXTRAS.get(scheme)
+        fix = f"pip install 'dogbreed[{extra}]'" if extra else "install the SQLAlchemy driver for it"
+        missing = exc.__cause__ or exc
+        raise ConfigError(
+            f"tune.storage={redact(url)}: the {scheme} database driver is not installed ({missing}); {fix}"
+        ) from None
+
+
+def _rdb_storage(url: str, engine: dict[str, Any], heartbeat_s: int | None) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage. Processes starting together on an empty database race to create Optuna's
+    tables; the loser gets a duplicate-object error and, a moment later, finds the tables there."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    attempt = 0
+    while True:
+        try:
+            # Heartbeats are "experimental" in Optuna, and have been for years.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_s)
+        except (IntegrityError, ProgrammingError):
+            attempt += 1
+            if attempt == 5:
+                raise
+            time.sleep(0.5 * attempt)
+
+
 def open_study(tune: DictConfig, output_dir: Path) -> optuna.Study:
     """Create or load the study (``load_if_exists``: a rerun with the same storage resumes it)."""
-    url = tune.get("storage") or f"sqlite:///{(output_dir / 'study.db').resolve()}"
     output_dir.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and have been for years
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = optuna.storages.RDBStorage(url, heartbeat_interval=tune.get("heartbeat_s") or None)
+    storage = open_storage(tune, output_dir)
     pruner = hydra.utils.instantiate(tune.pruner) if tune.get("pruner") else optuna.pruners.NopPruner()
     return optuna.create_study(
         storage=storage,
@@ -100,6 +149,55 @@ def open_study(tune: DictConfig, output_dir: Path) -> optuna.Study:
         direction=direction(tune),
         load_if_exists=True,
     )
+
+
+class _Surplus(BaseException):
+    """This process's new trial would be one more than ``tune.max_jobs`` (another process took the last
+    slot). A BaseException, so Optuna records nothing: the trial goes back to the queue instead."""
+
+
+def _claimed_before(study: optuna.Study, number: int) -> int:
+    """Trials before ``number`` that are finished or running (the slots already taken)."""
+    taken = (*FINISHED, TrialState.RUNNING)
+    return sum(t.number < number for t in study.get_trials(deepcopy=False, states=taken))
+
+
+def _fail_dead_workers(study: optuna.Study) -> None:
+    """RUNNING trials of a process on this machine that no longer exists become FAIL (journal storage has
+    no heartbeat; with an RDB, Optuna's heartbeat does the same across machines)."""
+    host = socket.gethostname()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker_host, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
+        if worker_host == host and pid.isdigit() and not psutil.pid_exists(int(pid)):
+            log.warning("Trial %d: its process %s is gone; recording it as failed", t.number, pid)
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+
+
+def run_trials(study: optuna.Study, objective: Objective, max_jobs: int) -> int:
+    """Run trials until the study holds ``max_jobs`` finished ones, however many processes share it.
+
+    One trial per ``optimize`` call (Optuna keeps its heartbeat, error handling and ``catch``); a trial
+    first checks that it has a slot, so processes starting their last trials together never overshoot.
+    Returns the number of trials this process ran.
+    """
+    ran = 0
+
+    def claim_then_run(trial: optuna.Trial) -> float:
+        if _claimed_before(study, trial.number) >= max_jobs:
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.WAITING)
+            raise _Surplus
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        return objective(trial)
+
+    while True:
+        _fail_dead_workers(study)
+        if sum(t.state != TrialState.WAITING for t in study.get_trials(deepcopy=False)) >= max_jobs:
+            return ran
+        try:
+            study.optimize(claim_then_run, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        except _Surplus:
+            return ran
+        ran += 1
 
 
 def enqueue(study: optuna.Study, space: dict[str, Param], points: Sequence[Any]) -> None:
@@ -159,18 +257,10 @@ def run_local(cfg: DictConfig, train_overrides: Sequence[str]) -> dict[str, Any]
     study = open_study(tune, output_dir)
     points = tune.get("enqueue")
     enqueue(study, space, OmegaConf.to_container(points, resolve=True) if points is not None else [])
-    done = sum(t.state in FINISHED for t in study.trials)
-    remaining = int(tune.max_jobs) - done
-    if remaining > 0:
-        objective = Objective(space, train_overrides, tune, output_dir / "trials")
-        study.optimize(
-            objective,
-            n_trials=remaining,
-            catch=(Exception,),
-            callbacks=[optuna.study.MaxTrialsCallback(int(tune.max_jobs), states=FINISHED)],
-            gc_after_trial=True,
-        )
-    else:
+    objective = Objective(space, train_overrides, tune, output_dir / "trials")
+    ran = run_trials(study, objective, int(tune.max_jobs))
+    if not ran:
+        done = sum(t.state in FINISHED for t in study.trials)
         log.info(
             "Study %s already holds %d finished trials (tune.max_jobs=%d)",
             tune.study_name,

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import re
 import stat
+import struct
 import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,6 +19,7 @@ import pytest
 
 from dogbreed.data.__main__ import main
 from dogbreed.data.download import CHUNK, DownloadError, UnsafeArchiveError, download
+from dogbreed.data.layout import find_splits
 
 
 def make_zip(root: Path, top: str = "dogImages", extra: dict[str, bytes] | None = None) -> bytes:
@@ -49,6 +52,8 @@ class ZipServer(ThreadingHTTPServer):
         self.requests: list[dict[str, str]] = []
         self.fail_with: list[int] = []  # status codes to answer the next requests with, in order
         self.bytes_sent = 0
+        self.content_range: str | None = None  # a wrong Content-Range to send with every 206
+        self.redirect_to: str | None = None  # answer 302 to this Location instead of serving
 
     @property
     def url(self) -> str:
@@ -64,6 +69,12 @@ class Handler(BaseHTTPRequestHandler):
         if srv.fail_with:
             self.send_error(srv.fail_with.pop(0))
             return
+        if srv.redirect_to and self.path != "/final.zip":
+            self.send_response(302)
+            self.send_header("Location", srv.redirect_to)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         start = 0
         match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
         if match and srv.ranges and self.headers.get("If-Range", srv.etag) == srv.etag:
@@ -78,7 +89,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body) - start))
         self.send_header("ETag", srv.etag)
         if start:
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+            right = f"bytes {start}-{len(body) - 1}/{len(body)}"
+            self.send_header("Content-Range", srv.content_range or right)
         self.end_headers()
         chunk = body[start:]
         if srv.drops and srv.drop_after is not None:
@@ -277,3 +289,87 @@ def test_complete_partial_file_is_not_fetched_again(server, tmp_path, synthetic_
     get(server.url, tmp_path)
     assert server.requests[0]["Range"] == f"bytes={len(payload)}-" and server.bytes_sent == 0
     assert tree(tmp_path / "dogImages") == source_tree(synthetic_root)
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str]:
+    status = main(args)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return status, err
+
+
+@pytest.mark.parametrize("marker", ["", "{broken", "[1, 2]", '{"validator": 5}'])
+def test_unreadable_resume_marker_is_one_line_not_a_traceback(server, tmp_path, payload, capsys, marker):
+    dest = tmp_path / "data"
+    dest.mkdir()
+    (dest / "dogImages.zip.part").write_bytes(payload[:1000])
+    (dest / "dogImages.zip.part.json").write_text(marker)
+    status, err = run_cli(["download", "--url", server.url, "--dest", str(dest), "--quiet"], capsys)
+    assert status == 0, err
+    assert "the resume marker dogImages.zip.part.json is unreadable" in err
+    assert server.requests[0]["Range"] == "bytes=1000-" and "If-Range" not in server.requests[0]
+    assert find_splits(dest / "dogImages")  # the ETag (an MD5) proved the joined file whole
+
+
+@pytest.mark.parametrize("content_range", ["bytes 0-99/5000", "bytes 7-3/5000", "nonsense"])
+def test_wrong_content_range_is_not_appended(server, tmp_path, synthetic_root, payload, content_range):
+    dest = tmp_path / "data"
+    dest.mkdir()
+    (dest / "dogImages.zip.part").write_bytes(payload[:1000])
+    (dest / "dogImages.zip.part.json").write_text(json.dumps({"url": server.url, "validator": server.etag}))
+    server.content_range = content_range
+    result = get(server.url, dest, retries=1)
+    assert not result.skipped and tree(dest / "dogImages") == source_tree(synthetic_root)
+    assert server.requests[0]["Range"] == "bytes=1000-" and "Range" not in server.requests[1]
+
+
+def test_redirect_to_another_scheme_is_refused_in_one_line(server, tmp_path, capsys):
+    for target in ("ftp://127.0.0.1/dogImages.zip", "file:///etc/passwd"):
+        server.redirect_to = target
+        status, err = run_cli(["download", "--url", server.url, "--dest", str(tmp_path)], capsys)
+        assert status != 0
+        assert f"redirected to {target}" in err and "refusing to follow" in err
+        assert not list(tmp_path.iterdir())
+    server.redirect_to = server.url.rsplit("/", 2)[0] + "/final.zip"  # same scheme: followed
+    assert get(server.url, tmp_path / "ok").path.is_dir()
+
+
+def _damaged(payload: bytes, how: str) -> bytes:
+    """``payload`` with its first image entry's bytes flipped (crc) or its declared size changed."""
+    data = bytearray(payload)
+    with zipfile.ZipFile(io.BytesIO(payload)) as zf:
+        info = next(i for i in zf.infolist() if i.filename.endswith(".jpg"))
+    local = info.header_offset
+    if how == "crc":
+        name_len, extra_len = struct.unpack_from("<HH", data, local + 26)
+        data[local + 30 + name_len + extra_len + 10] ^= 0xFF
+        return bytes(data)
+    delta = 500 if how == "size_larger" else -500
+    for offset in (local + 22, _central_header(data, info.filename) + 24):  # uncompressed size fields
+        (size,) = struct.unpack_from("<I", data, offset)
+        struct.pack_into("<I", data, offset, size + delta)
+    return bytes(data)
+
+
+def _central_header(data: bytearray, name: str) -> int:
+    at = 0
+    while (at := data.find(b"PK\x01\x02", at)) >= 0:
+        name_len = struct.unpack_from("<H", data, at + 28)[0]
+        if data[at + 46 : at + 46 + name_len].decode() == name:
+            return at
+        at += 4
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize("how", ["crc", "size_larger", "size_smaller"])
+def test_damaged_zip_entry_is_one_line_and_nothing_is_extracted(tmp_path, payload, capsys, how):
+    archive = tmp_path / "dogImages.zip"
+    archive.write_bytes(_damaged(payload, how))
+    dest = tmp_path / "data"
+    status, err = run_cli(["download", "--archive", str(archive), "--dest", str(dest)], capsys)
+    assert status != 0
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert (
+        len(errors) == 1 and "is damaged: entry 'dogImages/" in errors[0] and "does not unpack" in errors[0]
+    )
+    assert not (dest / "dogImages").exists() and not [p for p in dest.glob(".*")]

@@ -113,7 +113,7 @@ def test_json_batch_keeps_order_and_accepts_text_bodies(model, synthetic_root):
 def test_model_tar_handler_needs_only_torch_and_pillow(model_dir, synthetic_root, tmp_path):
     with tarfile.open(model_dir / "model.tar.gz") as tar:
         tar.extractall(tmp_path, filter="data")
-    image, truth = held_out(synthetic_root)[0]
+    image, _ = held_out(synthetic_root)[0]
     script = textwrap.dedent(
         """
         import json, sys
@@ -137,7 +137,11 @@ def test_model_tar_handler_needs_only_torch_and_pillow(model_dir, synthetic_root
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads(result.stdout.splitlines()[-1])["predictions"][0]["label"] == truth
+    from dogbreed.predict import load_model
+
+    # The same answer as the library's predictor (a few-epoch model may get this one image wrong).
+    expected = load_model(model_dir / "model.pt").predict([image])[0].label
+    assert json.loads(result.stdout.splitlines()[-1])["predictions"][0]["label"] == expected
 
 
 @pytest.mark.parametrize("kind", list(odd_images()))

@@ -135,9 +135,14 @@ def test_weights_channel_and_checkpoint_resume(tmp_path: Path) -> None:
     ckpt.mkdir()
     env = {"SM_CHANNEL_WEIGHTS": str(weights), "DOGBREED_CHECKPOINT_DIR": str(ckpt)}
     assert translate([], env).overrides == [
+        "callbacks.interval_checkpoint.every=10min",  # /opt/ml/checkpoints is synced: checkpoint as we go
         f"model.weights_file={weights / 'resnet50-11ad3fa6.pth'}",
-        f"callbacks.model_checkpoint.dirpath={ckpt}",
+        f"paths.checkpoint_dir={ckpt}",
     ]
+    # The user's own interval (or none at all) wins.
+    for mine in ("callbacks.interval_checkpoint.every=200", "callbacks.interval_checkpoint=null"):
+        overrides = translate([mine], env).overrides
+        assert mine in overrides and "callbacks.interval_checkpoint.every=10min" not in overrides
     (ckpt / "last.ckpt").write_bytes(b"x")  # a spot interruption left a checkpoint behind: resume from it
     (ckpt / "dogbreed-job.txt").write_text("job-1")
     assert (

@@ -76,7 +76,7 @@ def test_resume_from_last_checkpoint_continues_training(cfg_factory, tmp_path):
     first, objs = train(cfg_factory(["trainer.max_epochs=1", *common], output_dir=tmp_path / "a"))
     last = tmp_path / "a" / "checkpoints" / "last.ckpt"
     assert first["global_step"] == 2
-    state = torch.load(last, map_location="cpu", weights_only=False)
+    state = torch.load(last, map_location="cpu", weights_only=True)  # what resuming loads it with
     assert state["epoch"] == 0 and state["hyper_parameters"]["class_names"] == objs["datamodule"].class_names
     second, _ = train(
         cfg_factory(["trainer.max_epochs=3", f"ckpt_path={last}", *common], output_dir=tmp_path / "b")

@@ -13,6 +13,11 @@ from omegaconf import OmegaConf
 from dogbreed.config import ConfigError, compose
 from launch.space import Categorical, Continuous, Integer, build_space
 
+
+def journal(path: Path) -> optuna.storages.JournalStorage:
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+
+
 TRAIN = [  # tiny CPU runs: 2 epochs on the 4-class fixture, no logger/test/reports
     "data.num_workers=0", "data.batch_size=16", "model=mobilenet_v2", "model.allow_random_init=true",
     "trainer=cpu", "trainer.max_epochs=2", "trainer.num_sanity_val_steps=0", "logger=none", "test=false",
@@ -43,7 +48,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) -> dic
 
 
 def test_sweep_prunes_records_the_crash_and_keeps_going(sweep: dict) -> None:
-    study = optuna.load_study(study_name="dogbreed", storage=f"sqlite:///{sweep['out'] / 'study.db'}")
+    study = optuna.load_study(study_name="dogbreed", storage=journal(sweep["out"] / "study.journal"))
     states = [t.state.name for t in study.trials]
     assert states == ["COMPLETE", "COMPLETE", "PRUNED", "FAIL"]
     assert sweep["summary"]["trials"] == {"COMPLETE": 2, "PRUNED": 1, "FAIL": 1}
@@ -119,7 +124,7 @@ def test_default_settings_open_a_study_and_report_nothing_done(tmp_path: Path) -
     overrides = ["tune.max_jobs=0", f"paths.output_dir={tmp_path}"]
     summary = tune.run(compose("launch_tune", overrides), overrides)
     assert summary["trials"] == {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0} and "best_yaml" not in summary
-    assert (tmp_path / "study.db").is_file() and (tmp_path / "trials.csv").is_file()
+    assert (tmp_path / "study.journal").is_file() and (tmp_path / "trials.csv").is_file()
 
 
 @pytest.mark.parametrize(

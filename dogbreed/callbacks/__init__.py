@@ -1,5 +1,6 @@
 """Lightning callbacks that dogbreed adds to a run."""
 
+from dogbreed.callbacks.interrupt import InterruptCheckpoint, IntervalCheckpoint
 from dogbreed.callbacks.metric_lines import MetricLines
 
-__all__ = ["MetricLines"]
+__all__ = ["InterruptCheckpoint", "IntervalCheckpoint", "MetricLines"]

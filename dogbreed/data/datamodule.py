@@ -16,8 +16,9 @@ from torchvision.datasets import ImageFolder
 from dogbreed.backbones import Preprocess
 from dogbreed.cores import usable_cores
 from dogbreed.data import layout as layout_mod
-from dogbreed.data.feature_cache import CachedFeatures, FeatureCache, file_digest
+from dogbreed.data.feature_cache import CachedFeatures, FeatureCache, file_digest, module_digest
 from dogbreed.data.images import load_rgb
+from dogbreed.data.resumable import EpochSampler, ResumableDataLoader, ignore_sigint
 from dogbreed.data.transforms import eval_transform, train_transform
 from dogbreed.perf import FeatureExtractor
 
@@ -103,7 +104,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
                 "backbone": hp.backbone,
                 "weights": hp.weights if model.pretrained else None,
                 "weights_file": file_digest(hp.weights_file) if hp.weights_file else None,
-                "random_init_seed": None if model.pretrained else self.seed,
+                "random_init": None if model.pretrained else module_digest(model.backbone),
                 "preprocess": self.preprocess.to_dict(),
                 "augment": self.augment,
                 "extractor": self.extractor.describe(),
@@ -170,34 +171,37 @@ class ImageFolderDataModule(pl.LightningDataModule):
                 )
             )
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str) -> DataLoader:
+        """Train: a loader that resumes mid-epoch (seeded order per epoch); valid/test: in order."""
         if split not in self.datasets:
             self.setup(None)
-        generator = torch.Generator().manual_seed(self.seed)
+        dataset = self.datasets[split]
+        if split == "train":
+            cls, sampler = ResumableDataLoader, EpochSampler(len(dataset), shuffle=True, seed=self.seed)
+        else:
+            cls, sampler = DataLoader, None
         if self.uses_feature_cache:  # in-memory tensors: worker processes would only add latency
-            return DataLoader(
-                self.datasets[split], batch_size=self.batch_size, shuffle=shuffle, generator=generator
-            )
-        return DataLoader(
-            self.datasets[split],
+            return cls(dataset, batch_size=self.batch_size, sampler=sampler)
+        return cls(
+            dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             prefetch_factor=4 if self.num_workers > 0 else None,
-            generator=generator,
+            worker_init_fn=ignore_sigint if self.num_workers > 0 else None,
             drop_last=False,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("valid", shuffle=False)
+        return self._loader("valid")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")
 
     def state_dict(self) -> dict[str, Any]:
         return {"class_names": self.class_names}

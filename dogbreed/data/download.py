@@ -1,9 +1,11 @@
 """Fetch and unpack the dog dataset: resumable download, checksum, zip-slip-safe extraction, atomic rename.
 
 ``python -m dogbreed.data download`` leaves ``data/dogImages/{train,valid,test}/NNN.Breed_name/``. The
-archive is written as ``<name>.zip.part`` and renamed only when complete and verified; extraction goes
-to a temporary folder next to the target, which is renamed into place last, so an interrupted run never
-leaves a half dataset behind. Running it again when the dataset is there does nothing.
+archive is written as ``<name>.zip.part`` and renamed only when complete and verified; extraction
+(``dogbreed.data.archive``) goes to a temporary folder next to the target, which is renamed into place
+last, so an interrupted run never leaves a half dataset behind. Running it again when the dataset is
+there does nothing. What a server or a file gets wrong (an unreadable resume marker, a Content-Range for
+other bytes, a redirect to another scheme, a damaged zip) ends in one line saying what to do.
 """
 
 from __future__ import annotations
@@ -12,34 +14,23 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import stat
 import sys
-import tempfile
 import time
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from urllib.parse import unquote, urlparse
+from pathlib import Path
+from urllib.parse import unquote, urljoin, urlparse
 
 import requests
 from tqdm import tqdm
 
+from dogbreed.data.archive import CHUNK, DownloadError, UnsafeArchiveError, extract
 from dogbreed.data.layout import DatasetError, count_images, find_splits
 
+__all__ = ["CHUNK", "DownloadError", "UnsafeArchiveError", "download", "extract", "fetch"]
+
 DEFAULT_URL = "https://s3-us-west-1.amazonaws.com/udacity-aind/dog-project/dogImages.zip"
-CHUNK = 1 << 16  # read size: an interrupted transfer loses at most this much of what it had received
 _MD5_ETAG = re.compile(r'^"?([0-9a-fA-F]{32})"?$')
-_JUNK_NAMES = (".DS_Store", "Thumbs.db")
-
-
-class DownloadError(RuntimeError):
-    """Download or extraction failed; the message says what happened and what to do next."""
-
-
-class UnsafeArchiveError(DownloadError):
-    """The archive holds an entry that would be written outside the target folder (zip-slip)."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +95,12 @@ def _etag_checksum(headers) -> Checksum | None:
 
 
 class _Retryable(Exception):
-    """A transient failure (connection cut short, server error): retry, resuming what we have."""
+    """A transient failure (connection cut short, server error): retry, resuming what we have
+    (``restart``: throw the partial file away first)."""
+
+    def __init__(self, message: str, restart: bool = False) -> None:
+        super().__init__(message)
+        self.restart = restart
 
 
 def fetch(
@@ -124,18 +120,23 @@ def fetch(
     with requests.Session() as session:
         for attempt in range(retries + 1):
             try:
-                _fetch_once(session, url, part, meta, checksum, progress, timeout)
+                _fetch_once(session, url, part, meta, checksum, progress, timeout, echo)
                 break
             except DownloadError:
                 if not part.exists():  # removed after a checksum mismatch: nothing left to resume
                     meta.unlink(missing_ok=True)
                 raise
+            except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema) as exc:
+                raise DownloadError(f"cannot download {url}: {_reason(exc)}; check --url.") from exc
             except (
                 requests.ConnectionError,
                 requests.Timeout,
                 requests.exceptions.ChunkedEncodingError,
                 _Retryable,
             ) as exc:
+                if isinstance(exc, _Retryable) and exc.restart:
+                    part.unlink(missing_ok=True)
+                    meta.unlink(missing_ok=True)
                 have = part.stat().st_size if part.exists() else 0
                 if attempt == retries:
                     raise DownloadError(
@@ -159,15 +160,74 @@ def _reason(exc: BaseException) -> str:
     return str(exc.args[0]) if exc.args else type(exc).__name__
 
 
-def _fetch_once(session, url, part: Path, meta: Path, checksum, progress: bool, timeout: float) -> None:
+def _resume_validator(part: Path, meta: Path, echo: Callable[[str], None]) -> tuple[int, str | None]:
+    """(bytes to resume from, the ETag/Last-Modified they came with; None: resume without If-Range, as
+    when the marker is missing). A damaged marker says so in one line instead of a traceback."""
     have = part.stat().st_size if part.exists() else 0
-    validator = json.loads(meta.read_text()).get("validator") if have and meta.exists() else None
+    if not have or not meta.exists():
+        return have, None
+    try:
+        marker = json.loads(meta.read_text())
+        if not isinstance(marker, dict) or not isinstance(marker.get("validator"), str | None):
+            raise ValueError('not {"url": …, "validator": …}')
+    except (OSError, ValueError) as exc:
+        echo(f"the resume marker {meta.name} is unreadable ({exc}); resuming without a validator")
+        return have, None
+    return have, marker.get("validator")
+
+
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+
+
+def _range_start(r, have: int) -> int:
+    """Where a 206 body starts: ``have`` when its Content-Range says so and adds up, else _Retryable
+    (the partial file is useless against a server that answers another range)."""
+    match = _CONTENT_RANGE.match(r.headers.get("Content-Range", "").strip())
+    length = r.headers.get("Content-Length")
+    if match:
+        start, end, total = int(match.group(1)), int(match.group(2)), match.group(3)
+        consistent = end >= start and (total == "*" or end < int(total))
+        if consistent and length is not None and int(length) != end - start + 1:
+            consistent = False
+        if consistent and start == have:
+            return have
+    raise _Retryable(
+        f"the server answered the resume request for bytes {have}- with Content-Range "
+        f"{r.headers.get('Content-Range')!r}; starting over",
+        restart=True,
+    )
+
+
+def _get(session, url: str, headers: dict[str, str], timeout: float):
+    """GET following redirects, but only to the same scheme (or http → https): a redirect to ftp:// or
+    file://, or a downgrade to plain http, is refused with one line instead of followed or crashed on."""
+    scheme = urlparse(url).scheme
+    for _ in range(10):
+        r = session.get(url, headers=headers, stream=True, timeout=timeout, allow_redirects=False)
+        if not r.is_redirect:
+            return r
+        target = urljoin(url, r.headers["Location"])
+        r.close()
+        new_scheme = urlparse(target).scheme
+        if new_scheme != scheme and (scheme, new_scheme) != ("http", "https"):
+            raise DownloadError(
+                f"GET {url} redirected to {target} ({new_scheme or 'no'} scheme instead of {scheme}); "
+                "refusing to follow. Download it another way and pass --archive FILE.zip."
+            )
+        url, scheme = target, new_scheme
+    raise DownloadError(f"GET {url}: more than 10 redirects; check --url.")
+
+
+def _fetch_once(
+    session, url, part: Path, meta: Path, checksum, progress: bool, timeout: float, echo=_stderr
+) -> None:
+    have, validator = _resume_validator(part, meta, echo)
     headers = {"Accept-Encoding": "identity"}
     if have:
         headers["Range"] = f"bytes={have}-"
         if validator:
             headers["If-Range"] = validator
-    with session.get(url, headers=headers, stream=True, timeout=timeout) as r:
+    with _get(session, url, headers, timeout) as r:
         if r.status_code == 416 and have:  # nothing left to send: the partial file may already be whole
             total = int(r.headers.get("Content-Range", "*/-1").rpartition("/")[2] or -1)
             if total == have:
@@ -178,8 +238,10 @@ def _fetch_once(session, url, part: Path, meta: Path, checksum, progress: bool, 
             raise _Retryable(f"HTTP {r.status_code} {r.reason}")
         if r.status_code not in (200, 206):
             raise DownloadError(f"GET {url} answered HTTP {r.status_code} {r.reason}; check --url.")
-        if r.status_code == 200 or not r.headers.get("Content-Range", "").startswith(f"bytes {have}-"):
+        if r.status_code == 200:
             have = 0  # the server ignored the range (or the file changed): start over
+        elif have:
+            have = _range_start(r, have)
         checksum = checksum or _etag_checksum(r.headers)
         validator = r.headers.get("ETag") or r.headers.get("Last-Modified")
         meta.write_text(json.dumps({"url": url, "validator": validator}))
@@ -211,94 +273,6 @@ def _fetch_once(session, url, part: Path, meta: Path, checksum, progress: bool, 
 def _finish(part: Path, checksum: Checksum | None) -> None:
     if checksum is not None:
         _verify(part, checksum, _hash_file(part, checksum).hexdigest())
-
-
-def _member_path(info: zipfile.ZipInfo) -> PurePosixPath:
-    """The entry's relative path; UnsafeArchiveError for absolute paths, ``..`` parts or symlinks."""
-    name = info.filename.replace("\\", "/")
-    path = PurePosixPath(name)
-    if name.startswith("/") or re.match(r"^[A-Za-z]:", name) or ".." in path.parts:
-        raise UnsafeArchiveError(
-            f"refusing to extract: archive entry {info.filename!r} points outside the target folder"
-        )
-    if stat.S_ISLNK(info.external_attr >> 16):
-        raise UnsafeArchiveError(f"refusing to extract: archive entry {info.filename!r} is a symbolic link")
-    return path
-
-
-def _is_junk(path: PurePosixPath) -> bool:
-    """macOS resource forks and desktop files that zips made on a Mac or Windows carry along."""
-    return path.parts[:1] == ("__MACOSX",) or path.name in _JUNK_NAMES or path.name.startswith("._")
-
-
-def extract(archive: Path, target: Path, progress: bool = True) -> Path:
-    """Unpack ``archive`` so that ``target`` holds train/valid/test; atomic (temp folder, then rename).
-
-    The archive may hold the splits at its top level or inside one top-level folder (dogImages.zip does).
-    Every entry is checked before anything is written.
-    """
-    try:
-        zf = zipfile.ZipFile(archive)
-    except zipfile.BadZipFile as exc:
-        raise DownloadError(f"{archive} is not a zip archive ({exc}); delete it and download again.") from exc
-    with zf:
-        members = [(info, _member_path(info)) for info in zf.infolist()]
-        members = [(i, p) for i, p in members if not _is_junk(p)]
-        need = sum(i.file_size for i, _ in members)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(target.parent).free
-        if need > free:
-            raise DownloadError(
-                f"extracting {archive.name} needs {need / 2**30:.1f} GiB but {target.parent} has "
-                f"{free / 2**30:.1f} GiB free"
-            )
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-        try:
-            for info, rel in tqdm(
-                members, desc=f"extract {archive.name}", unit="file", disable=not progress, leave=False
-            ):
-                out = tmp.joinpath(*rel.parts)
-                if info.is_dir():
-                    out.mkdir(parents=True, exist_ok=True)
-                    continue
-                out.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(out, "wb") as dst:
-                    shutil.copyfileobj(src, dst, CHUNK)
-            _move_into_place(_dataset_folder(tmp, archive), target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def _dataset_folder(tmp: Path, archive: Path) -> Path:
-    """``tmp`` itself when the splits are at the archive's top level, else its single top folder."""
-    top = [p for p in tmp.iterdir() if not p.name.startswith(".")]
-    candidates = [tmp] + ([top[0]] if len(top) == 1 and top[0].is_dir() else [])
-    for folder in reversed(candidates):
-        try:
-            find_splits(folder)
-            return folder
-        except DatasetError:
-            continue
-    found = ", ".join(sorted(p.name for p in top)) or "nothing"
-    raise DownloadError(
-        f"{archive} holds no train/, valid/ (or val/) and test/ folders (top level: {found}); is it the "
-        "right archive?"
-    )
-
-
-def _move_into_place(src: Path, target: Path) -> None:
-    """Rename ``src`` to ``target`` (replacing it), with the permissions a plain mkdir would give."""
-    umask = os.umask(0)
-    os.umask(umask)
-    src.chmod(0o777 & ~umask)  # mkdtemp made it private
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}-old-{os.getpid()}")
-        target.rename(old)
-    src.rename(target)
-    if old is not None:
-        shutil.rmtree(old)
 
 
 def _describe(root: Path) -> str:

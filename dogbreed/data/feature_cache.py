@@ -1,7 +1,8 @@
 """Frozen-backbone feature cache: compute features once, train the head from them for every epoch and trial.
 
-Entries are keyed by the backbone identity (name, weights, weights-file digest, preprocessing, augmentation,
-view count) and by each image's content hash, so a changed image, transform or backbone never reuses a stale
+Entries are keyed by the backbone identity (name, weights, weights-file digest or, for a random
+initialisation, the digest of the actual weights; preprocessing, augmentation, view count) and by each
+image's content hash, so a changed image, transform or backbone never reuses a stale
 feature, and only new or changed images are recomputed. Files are written atomically (temp + rename): a
 killed run leaves the previous cache or none, never a truncated one.
 """
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from dogbreed.atomic import write_text
 from dogbreed.data.images import load_rgb
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,17 @@ def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
+    return h.hexdigest()
+
+
+def module_digest(module: torch.nn.Module) -> str:
+    """Digest of a module's actual parameters and buffers: what a randomly initialised backbone computes
+    depends on its draw, which no seed setting names (``seed=null``, or the next trial in one process)."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, tensor in module.state_dict().items():
+        flat = tensor.detach().cpu().reshape(-1).contiguous()
+        h.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)};".encode())
+        h.update(flat.view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
@@ -96,7 +109,8 @@ class FeatureCache:
 
     def _save(self, split: str, digests: list[str], features: torch.Tensor) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "key.json").write_text(json.dumps(self.key_parts, indent=2, sort_keys=True, default=str))
+        # Atomic, like the features: another run may be writing the same entry at the same time.
+        write_text(self.dir / "key.json", json.dumps(self.key_parts, indent=2, sort_keys=True, default=str))
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{split}.", suffix=".tmp")
         os.close(fd)
         try:

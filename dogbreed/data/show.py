@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import random
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from matplotlib.ticker import MaxNLocator
 from dogbreed.atomic import replacing
 from dogbreed.data.images import load_rgb
 from dogbreed.data.layout import class_folders, count_images, find_splits, is_image_file
+from dogbreed.html import figure_label, figure_text
 
 SPLIT_COLORS = {"train": "#4c72b0", "valid": "#dd8452", "test": "#55a868"}
 
@@ -31,8 +31,9 @@ class ShowResult:
 
 
 def display_name(folder: str) -> str:
-    """``045.Cardigan_welsh_corgi`` -> ``Cardigan welsh corgi``: how the dog dataset names its classes."""
-    return re.sub(r"^\d+\.", "", folder).replace("_", " ")
+    """``045.Cardigan_welsh_corgi`` -> ``Cardigan welsh corgi``: how the dog dataset names its classes
+    (escaped for matplotlib: ``$`` in a folder name is drawn, not parsed)."""
+    return figure_label(folder)
 
 
 def pick_samples(split_dir: Path, n: int, seed: int) -> list[tuple[str, Path]]:
@@ -59,7 +60,7 @@ def sample_grid(samples: list[tuple[str, Path]], out: Path, title: str) -> Path:
     cols = math.ceil(math.sqrt(len(samples)))
     rows = math.ceil(len(samples) / cols)
     fig = Figure(figsize=(cols * 2.6, rows * 2.8 + 0.6), dpi=100, layout="constrained")
-    fig.suptitle(title, fontsize=12)
+    fig.suptitle(figure_text(title), fontsize=12)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax in axes:
         ax.set_axis_off()
@@ -109,7 +110,8 @@ def class_chart(counts: dict[str, dict[str, int]], out: Path, title: str) -> Pat
     ax.set_ylim(len(classes) - 0.5, -0.5)
     ax.set_xlabel("images")
     ax.set_title(
-        f"{title}\n{len(classes)} classes; per class: min {min(totals)}, median {median}, max {max(totals)}"
+        f"{figure_text(title)}\n{len(classes)} classes; per class: min {min(totals)}, median {median}, "
+        f"max {max(totals)}"
     )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(loc="lower right", framealpha=0.95)

@@ -22,6 +22,7 @@ import torch
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
 
+from dogbreed.callbacks.state import pack, unpack
 from dogbreed.debug import smdebug_bridge
 from dogbreed.debug.builtin_rules import DebuggerRule, Finding, build_rules, run_debugger_rules
 from dogbreed.debug.report import write_report
@@ -125,6 +126,27 @@ class DebuggerCallback(pl.Callback):
         self._val_sum: torch.Tensor | None = None
         self._val_n = 0
         self._live_from = 0  # records before this index were already seen by the live per-record rules
+
+    # -- checkpoint state: a resumed run's report covers the whole run -----------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        pending = float(self._loss_sum) if self._loss_sum is not None else None
+        return pack(
+            {
+                "history": self.history,
+                "fired": self.fired,
+                "stopped": self.stopped,
+                "pending_loss": [pending, self._loss_n],
+                "live_from": self._live_from,
+            }
+        )
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = unpack(state_dict["history"], History)
+        self.fired = unpack(state_dict["fired"], dict[str, Finding])
+        self.stopped = state_dict["stopped"]
+        pending, self._loss_n = state_dict["pending_loss"]
+        self._loss_sum = torch.tensor(pending) if pending is not None else None
+        self._live_from = int(state_dict["live_from"])
 
     # -- what to record -------------------------------------------------------------------------------
     def _saved(self, step: int) -> bool:

@@ -67,7 +67,8 @@ def _loss_figure(history: History, results: Sequence[RuleResult], stopped: dict 
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    if ax.get_legend_handles_labels()[0]:  # a run stopped before its first loss point has none
+        ax.legend(fontsize=8, loc="best")
     return fig
 
 

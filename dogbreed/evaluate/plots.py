@@ -14,13 +14,12 @@ import torch
 from matplotlib.figure import Figure
 
 from dogbreed.data.images import load_rgb
+from dogbreed.html import figure_label
 
 
 def short_name(name: str, width: int = 28) -> str:
-    """``'012.Border_collie'`` → ``'Border collie'``, cut to ``width`` characters."""
-    head, sep, tail = name.partition(".")
-    label = (tail if sep and head.isdigit() else name).replace("_", " ")
-    return label if len(label) <= width else label[: width - 1] + "…"
+    """``'012.Border_collie'`` → ``'Border collie'``, cut to ``width`` characters (safe for matplotlib)."""
+    return figure_label(name, width)
 
 
 def to_png(fig: Figure, dpi: int = 100, tight: bool = True) -> bytes:

@@ -10,7 +10,9 @@ written to ``output_dir``. Nothing here can fail the training: report errors are
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,12 +23,13 @@ import psutil
 import torch
 
 from dogbreed.atomic import replacing
+from dogbreed.callbacks.state import pack, unpack
 from dogbreed.cores import usable_cores
 from dogbreed.perf import bf16_native
 from dogbreed.profiler.builtin_rules import resolve_params, run_profiler_rules
 from dogbreed.profiler.report import write_report
-from dogbreed.profiler.sampler import GpuMonitor, SystemSampler
-from dogbreed.profiler.timeline import ProfileData, RunContext, StepTimer
+from dogbreed.profiler.sampler import GpuMonitor, SystemSampler, SystemSeries
+from dogbreed.profiler.timeline import ProfileData, RunContext, StepTimeline, StepTimer
 from dogbreed.rules import RuleResult
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,38 @@ def _feature_cache_state(datamodule: Any) -> bool | None:
     if hasattr(datamodule, "uses_feature_cache"):
         return bool(datamodule.uses_feature_cache)
     return bool(cache.get("enabled")) if isinstance(cache, Mapping) else bool(cache)
+
+
+# Fields holding time.perf_counter() seconds: moved to wall-clock time in a checkpoint (a resumed process
+# has another perf_counter origin) and back when the resumed run merges them with its own.
+_CLOCK_FIELDS = {StepTimeline: ("wait_start", "start", "end"), SystemSeries: ("t",)}
+
+
+def _shifted(columns: StepTimeline | SystemSeries, offset: float) -> StepTimeline | SystemSeries:
+    """A copy with every list column cut to the shortest (the sampler thread may be mid-append) and the
+    clock columns moved by ``offset`` seconds."""
+    lists = [f.name for f in dataclasses.fields(columns) if isinstance(getattr(columns, f.name), list)]
+    lengths = [len(getattr(columns, n)) for n in lists if n not in ("gpu_names",)]
+    n = min(lengths) if lengths else 0
+    changes = {name: list(getattr(columns, name)[:n]) for name in lists if name != "gpu_names"}
+    for name in _CLOCK_FIELDS[type(columns)]:
+        changes[name] = [t + offset for t in changes[name]]
+    return dataclasses.replace(columns, **changes)
+
+
+def _joined(earlier: StepTimeline | SystemSeries, later: StepTimeline | SystemSeries):
+    """``earlier``'s rows followed by ``later``'s (same columns)."""
+    changes = {
+        f.name: getattr(earlier, f.name) + getattr(later, f.name)
+        for f in dataclasses.fields(later)
+        if isinstance(getattr(later, f.name), list) and f.name != "gpu_names"
+    }
+    return dataclasses.replace(later, **changes)
+
+
+def _wall_offset() -> float:
+    """Add to a perf_counter reading to get wall-clock seconds (time.time)."""
+    return time.time() - time.perf_counter()
 
 
 def _cuda_indices(trainer: pl.Trainer) -> list[int]:
@@ -121,12 +156,14 @@ class ProfilerCallback(pl.Callback):
         self.results: list[RuleResult] = []
         self.data: ProfileData | None = None
         self.report_paths: dict[str, Path] = {}
+        self._earlier: dict[str, Any] | None = None  # what the run had measured before it was resumed
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         global _fits_in_process
         if stage != "fit" or not trainer.is_global_zero:
             return
+        self._earlier = None  # load_state_dict (a resumed fit) runs after setup
         now = time.perf_counter()
         if _fits_in_process == 0:
             self._job_start = now - max(0.0, time.time() - psutil.Process().create_time())
@@ -201,6 +238,64 @@ class ProfilerCallback(pl.Callback):
         if stage == "fit":
             self._finish(trainer)
 
+    # -- checkpoint state: a resumed run's report covers the whole run ---------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Steps and system samples so far (earlier segments included), on the wall clock."""
+        if self.data is not None and not self._active:
+            steps, system, job_start, fit_start = (
+                self.data.steps,
+                self.data.system,
+                self.data.job_start,
+                self.data.fit_start,
+            )
+            top_ops, hooks_s = self.data.top_ops, self.data.overhead.get("hooks_s", 0.0)
+        elif self._active:
+            steps, system = self._merged(self._timer.timeline, self._sampler.series)
+            job_start, fit_start = self._starts()
+            earlier = self._earlier or {}
+            top_ops = self._top_ops or list(earlier.get("top_ops", []))
+            hooks_s = self._hook_s + float(earlier.get("hooks_s", 0.0))
+        else:
+            return dict(self._earlier or {})
+        offset = _wall_offset()
+        return pack(
+            {
+                "steps": _shifted(steps, offset),
+                "system": _shifted(system, offset),
+                "job_start": job_start + offset,
+                "fit_start": fit_start + offset,
+                "top_ops": top_ops,
+                "hooks_s": hooks_s,
+            }
+        )
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not state_dict:
+            return
+        earlier = dict(state_dict)
+        earlier["steps"] = unpack(earlier["steps"], StepTimeline)
+        earlier["system"] = unpack(earlier["system"], SystemSeries)
+        self._earlier = earlier
+
+    def _merged(self, steps: StepTimeline, system: SystemSeries) -> tuple[StepTimeline, SystemSeries]:
+        """This process's measurements after the earlier segments' (moved to this process's clock)."""
+        if not self._earlier:
+            return steps, system
+        offset = -_wall_offset()
+        old_steps = _shifted(self._earlier["steps"], offset)
+        old_system = _shifted(self._earlier["system"], offset)
+        same_machine = (old_system.cores, old_system.gpu_names) == (system.cores, system.gpu_names)
+        if not same_machine:
+            log.info("Profiler: resumed on a different machine; system samples cover this part only")
+        return _joined(old_steps, steps), _joined(old_system, system) if same_machine else system
+
+    def _starts(self) -> tuple[float, float]:
+        """(job start, fit start) on this process's clock: the earliest segment's when resumed."""
+        if not self._earlier:
+            return self._job_start, self._fit_start
+        offset = -_wall_offset()
+        return self._earlier["job_start"] + offset, self._earlier["fit_start"] + offset
+
     # -- helpers ---------------------------------------------------------------------------------------
     def _read_context(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> RunContext:
         loader = trainer.train_dataloader
@@ -228,6 +323,8 @@ class ProfilerCallback(pl.Callback):
         activities = [ProfilerActivity.CPU]
         if self._context.device == "cuda":
             activities.append(ProfilerActivity.CUDA)
+        else:  # kineto's C++ log: "USDT: profiler_start", "ERROR: gpuGetDeviceCount failed" without a GPU
+            os.environ.setdefault("KINETO_LOG_LEVEL", "6")
         self._torch_prof = profile(activities=activities, record_shapes=False, with_stack=False)
         self._torch_prof.start()
 
@@ -266,20 +363,17 @@ class ProfilerCallback(pl.Callback):
         try:
             series = self._sampler.stop()
             self._stop_torch_profiler()
+            earlier_hooks = float((self._earlier or {}).get("hooks_s", 0.0))
             overhead = {
                 "sampler_cpu_s": self._sampler.thread_cpu_s,
                 "sampler_wall_s": self._sampler.thread_wall_s,
-                "hooks_s": self._hook_s,
+                "hooks_s": self._hook_s + earlier_hooks,
             }
+            steps, series = self._merged(self._timer.timeline, series)
+            job_start, fit_start = self._starts()
+            top_ops = self._top_ops or list((self._earlier or {}).get("top_ops", []))
             self.data = ProfileData(
-                series,
-                self._timer.timeline,
-                self._context,
-                self._job_start,
-                self._fit_start,
-                time.perf_counter(),
-                self._top_ops,
-                overhead,
+                series, steps, self._context, job_start, fit_start, time.perf_counter(), top_ops, overhead
             )
             self.results = run_profiler_rules(self.data, self.rule_params, self.max_patience_fraction)
             self.report_paths = write_report(
