@@ -31,6 +31,7 @@ import signal
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -38,8 +39,17 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from serve.rows import RowsError
-from serve.score_folder import PredictError, find_images
+from serve.rows import PredictionsFile, RowsError
+from serve.score_folder import (
+    LocalScorer,
+    PredictError,
+    RemoteScorer,
+    accuracy,
+    find_images,
+    report,
+    score,
+    usable_cores,
+)
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8080"
 DEFAULT_CONCURRENCY = 8
@@ -107,8 +117,13 @@ def load_artifact(model: str, device: str | None = None):
 
     if not os.path.exists(model):
         raise PredictError(f"--model {model}: no such file or folder (pass outputs/…/model/model.pt)")
-    with tempfile.TemporaryDirectory() as workdir:
-        return load_model(_model_pt(Path(model), workdir), device)
+    try:
+        with tempfile.TemporaryDirectory() as workdir:
+            return load_model(_model_pt(Path(model), workdir), device)
+    except PredictError:
+        raise
+    except Exception as e:  # noqa: BLE001 — a broken model file: say which
+        raise PredictError(f"cannot load {model}: {type(e).__name__}: {e}") from e
 
 
 def local_predictor(model: str, top_k: int) -> Callable[[bytes], dict]:
@@ -276,11 +291,11 @@ def print_each(names: Sequence[str], predict: Callable[[bytes], dict], as_json: 
     return 1 if failed else 0
 
 
-def _local_scorer(args: argparse.Namespace):
+def local_scorer(args: argparse.Namespace) -> tuple[LocalScorer, list[str]]:
+    """The model loaded, torch's threads set and the batch size picked, as ``--out`` with ``--model`` uses."""
     import torch
 
     from serve.runner import Runner
-    from serve.score_folder import LocalScorer, usable_cores
 
     cores = usable_cores()
     workers = args.decode_workers or max(1, cores // 2)
@@ -288,20 +303,22 @@ def _local_scorer(args: argparse.Namespace):
     torch.set_num_threads(args.threads or max(1, cores - workers))
     started = time.perf_counter()
     runner = Runner(load_artifact(args.model, args.device), args.precision)
-    batch_size = runner.warmup(args.max_batch_size) if args.warmup else args.max_batch_size
+    batch_size = args.max_batch_size
+    if args.warmup:
+        batch_size = runner.warmup(args.max_batch_size)
+        sample = runner.preprocess(torch.randint(0, 256, (3, 300, 400), dtype=torch.uint8))
+        for _ in range(2):  # TorchScript profiles the network's own graph on its first calls too
+            runner.forward([sample] * batch_size)
     print(f"model {args.model} ready in {time.perf_counter() - started:.1f}s", file=sys.stderr)
     return LocalScorer(runner, args.top_k, batch_size, workers), runner.class_names
 
 
 def score_into(args: argparse.Namespace) -> int:
     """``--out``: score every image into the predictions file; returns the exit status."""
-    from serve.rows import PredictionsFile
-    from serve.score_folder import RemoteScorer, accuracy, report, score
-
     sources = find_images(args.images)
     with PredictionsFile.open(args.out) as out:
         if args.model:
-            scorer, class_names = _local_scorer(args)
+            scorer, class_names = local_scorer(args)
         else:
             where = args.sagemaker_endpoint or args.endpoint or DEFAULT_ENDPOINT
             scorer, class_names = RemoteScorer(_predictor(args), args.concurrency, where), None
@@ -320,18 +337,21 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    polite = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if polite else None  # kill stops like Ctrl-C
     try:
         if args.out:
-            signal.signal(signal.SIGTERM, _interrupt)  # a polite kill stops like Ctrl-C: rows flushed
             return score_into(args)
-        names = [s.path for s in find_images(args.images)]
-        return print_each(names, _predictor(args), args.json)
+        return print_each([s.path for s in find_images(args.images)], _predictor(args), args.json)
     except (PredictError, RowsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except Exception as e:  # noqa: BLE001 — a broken model file: say which and stop
-        print(f"error: cannot load {args.model}: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if polite:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -162,8 +162,11 @@ class PredictionsFile:
         """Open for appending: read the complete rows already there, cut a torn last row off."""
         path = Path(path)
         csv_file = file_format(path) == ".csv"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a+", encoding=ENCODING, errors=ERRORS, newline="")  # noqa: SIM115 — kept open
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(path, "a+", encoding=ENCODING, errors=ERRORS, newline="")  # noqa: SIM115 — kept open
+        except OSError as e:
+            raise RowsError(f"--out {path}: cannot open it ({e.strerror or e})") from e
         try:
             handle.seek(0)
             text = handle.read()

@@ -78,7 +78,9 @@ def test_an_image_folder_split_scores_every_image_with_accuracy(
 ):
     out = tmp_path / f"predictions{suffix}"
     split = synthetic_root / "test"
-    assert main([str(split), "--model", str(model_pt), "--out", str(out), "--top-k", "3", *FAST]) == 0
+    # .jsonl with the warm-up picking the batch size (and the decoder/thread split left to the defaults)
+    settings = FAST if suffix == ".csv" else ["--precision", "fp32", "--max-batch-size", "3"]
+    assert main([str(split), "--model", str(model_pt), "--out", str(out), "--top-k", "3", *settings]) == 0
     rows = read_rows(out)
     assert {r["path"]: r["label"] for r in rows} == expected and len(rows) == len(expected)
     assert [r["path"] for r in rows] == sorted(expected)  # input order, ImageFolder's
@@ -265,3 +267,30 @@ def test_the_two_stage_runner_gives_the_artifacts_numbers(model_pt, synthetic_ro
         artifact = model.predict_images(images)
     assert torch.equal(runner.forward([runner.preprocess(i) for i in images]), artifact)
     assert runner.preprocess(images[0]).shape == (1, 3, model.crop_size, model.crop_size)
+
+
+def test_an_unreachable_endpoint_gives_error_rows_not_a_crash(synthetic_root, tmp_path, capsys):
+    out = tmp_path / "p.csv"
+    split = str(synthetic_root / "test")
+    assert main([split, "--endpoint", "http://127.0.0.1:9", "--out", str(out), "--timeout", "5"]) == 1
+    rows = read_rows(out)
+    assert len(rows) == len(find_images([split]))
+    assert all(
+        r["label"] is None and "cannot reach http://127.0.0.1:9/invocations" in r["error"] for r in rows
+    )
+    assert "accuracy" not in capsys.readouterr().out  # the endpoint does not tell its class names
+
+
+def test_progress_reports_rate_eta_and_errors():
+    import io
+
+    from serve.score_folder import Progress
+
+    stream = io.StringIO()
+    progress = Progress(1000, stream, every_s=0)
+    progress.started -= 10  # as if 10 s ago
+    progress.update(250, 1)
+    progress.update(1000, 3, final=True)
+    first, last = stream.getvalue().splitlines()
+    assert first.startswith("250/1,000 images (25%), 25.0 images/s, ETA 0m30s, 1 error")
+    assert last.startswith("1,000/1,000 images (100%), 100.0 images/s, 3 errors")
