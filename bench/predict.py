@@ -99,13 +99,14 @@ def folder_processes(model: str, folder: str, out: str) -> None:
     from serve.rows import PredictionsFile
     from serve.score_folder import find_images, score
 
-    scorer, _ = local_scorer(parse_args([folder, "--model", model, "--out", out]))
+    sources = find_images([folder])
+    scorer, _ = local_scorer(parse_args([folder, "--model", model, "--out", out]), len(sources))
     spawn = multiprocessing.get_context("spawn")  # fork after torch has started threads can hang
     pool = ProcessPoolExecutor(scorer.workers, spawn, initializer=_init_worker, initargs=(model,))
-    list(pool.map(_prepare_in_process, [p.path for p in find_images([folder])[: scorer.workers]]))  # started
+    list(pool.map(_prepare_in_process, [s.path for s in sources[: scorer.workers]]))  # started
     scorer.prepare = lambda path: pool.submit(_prepare_in_process, path).result()
     with PredictionsFile.open(out) as predictions:
-        summary = score(find_images([folder]), scorer, predictions)
+        summary = score(sources, scorer, predictions)
     pool.shutdown()
     print(f"images_per_s={summary.images_per_s:.2f}")
 
@@ -157,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--ways: unknown {', '.join(sorted(unknown))} (choose from {', '.join(WAYS)})")
     cores = usable_cores()
     results: dict = {"config": {k: str(v) for k, v in vars(args).items()}, "cores": cores, "rounds": []}
+    results["load_before"] = os.getloadavg()[0]  # a shared machine: say how busy it was
     with tempfile.TemporaryDirectory(prefix="bench-predict-") as tmp:
         work = Path(tmp)
         model_pt, _ = build_model(args, work)
@@ -194,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if server is not None:
                 server.stop()
+    results["load_after"] = os.getloadavg()[0]
     report(results, ways, f"{args.images} images (the loops: the first {min(args.images, args.loop_images)})")
     write_json(args.json, results)
     return 0
@@ -203,7 +206,10 @@ def report(results: dict, ways: list[str], images: str) -> None:
     # Each way's rate over all rounds: its images over its total time.
     rates = {w: len(results["rounds"]) / sum(1 / r[w] for r in results["rounds"]) for w in ways}
     results["images_per_s"] = rates
-    print(f"\n{images}, {results['cores']} cores")
+    print(
+        f"\n{images}, {results['cores']} cores, load average {results['load_before']:.1f} before and "
+        f"{results['load_after']:.1f} after"
+    )
     for way in ways:
         print(f"  {way:<16} {rates[way]:7.1f} images/s")
     lines = {f"{w.replace('-', '_')}_images_per_s": rates[w] for w in ways}

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import math
 import os
 import signal
 import sys
@@ -46,6 +47,7 @@ from serve.score_folder import (
     RemoteScorer,
     accuracy,
     find_images,
+    pending,
     report,
     score,
     usable_cores,
@@ -212,7 +214,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         default=16,
         help="with --model: most images per forward pass (default %(default)s); the warm-up times every "
-        "size up to it and keeps the largest whose cost per image is within 10%% of the best",
+        "size up to it (or up to √(images/10), so it costs under a tenth of the run) and keeps the largest "
+        "whose cost per image is within 10%% of the best",
     )
     bulk.add_argument(
         "--no-warmup",
@@ -291,8 +294,8 @@ def print_each(names: Sequence[str], predict: Callable[[bytes], dict], as_json: 
     return 1 if failed else 0
 
 
-def local_scorer(args: argparse.Namespace) -> tuple[LocalScorer, list[str]]:
-    """The model loaded, torch's threads set and the batch size picked, as ``--out`` with ``--model`` uses."""
+def local_scorer(args: argparse.Namespace, images: int) -> tuple[LocalScorer, list[str]]:
+    """The model loaded, torch's threads set and the batch size picked for scoring ``images`` images."""
     import torch
 
     from serve.runner import Runner
@@ -305,7 +308,8 @@ def local_scorer(args: argparse.Namespace) -> tuple[LocalScorer, list[str]]:
     runner = Runner(load_artifact(args.model, args.device), args.precision)
     batch_size = args.max_batch_size
     if args.warmup:
-        batch_size = runner.warmup(args.max_batch_size)
+        # Timing sizes 1…n costs n(n+1) forward passes: keep that under a tenth of the images to score.
+        batch_size = runner.warmup(max(1, min(args.max_batch_size, math.isqrt(images // 10))))
         sample = runner.preprocess(torch.randint(0, 256, (3, 300, 400), dtype=torch.uint8))
         for _ in range(2):  # TorchScript profiles the network's own graph on its first calls too
             runner.forward([sample] * batch_size)
@@ -318,7 +322,7 @@ def score_into(args: argparse.Namespace) -> int:
     sources = find_images(args.images)
     with PredictionsFile.open(args.out) as out:
         if args.model:
-            scorer, class_names = local_scorer(args)
+            scorer, class_names = local_scorer(args, len(pending(sources, out)))
         else:
             where = args.sagemaker_endpoint or args.endpoint or DEFAULT_ENDPOINT
             scorer, class_names = RemoteScorer(_predictor(args), args.concurrency, where), None

@@ -244,6 +244,12 @@ class Summary:
         return self.scored / self.seconds if self.seconds > 0 else 0.0
 
 
+def pending(sources: Iterable[Source], out: PredictionsFile) -> list[str]:
+    """The paths of the sources that have no row in ``out`` yet (matched by absolute path)."""
+    done = {os.path.abspath(r["path"]) for r in out.rows}
+    return [s.path for s in sources if os.path.abspath(s.path) not in done]
+
+
 def score(
     sources: Sequence[Source], scorer: Scorer, out: PredictionsFile, progress: Progress | None = None
 ) -> Summary:
@@ -251,24 +257,23 @@ def score(
 
     Ctrl-C (KeyboardInterrupt) stops after the chunk being written; ``Summary.interrupted`` says so.
     """
-    done = {os.path.abspath(r["path"]) for r in out.rows}
-    todo = [s.path for s in sources if os.path.abspath(s.path) not in done]
+    todo = pending(sources, out)
     summary = Summary(found=len(sources), skipped=len(sources) - len(todo))
     progress = progress or Progress(len(todo))
     pool = ThreadPoolExecutor(scorer.workers, thread_name_prefix="decode")
-    pending: deque[tuple[str, Future]] = deque()
+    queued: deque[tuple[str, Future]] = deque()
     paths = iter(todo)
     ahead = 2 * scorer.chunk + scorer.workers  # prepared images waiting, at most: bounds memory
 
     def fill() -> None:
-        while len(pending) < ahead and (path := next(paths, None)) is not None:
-            pending.append((path, pool.submit(scorer.prepare, path)))
+        while len(queued) < ahead and (path := next(paths, None)) is not None:
+            queued.append((path, pool.submit(scorer.prepare, path)))
 
     started = time.perf_counter()
     try:
         fill()
-        while pending:
-            chunk = [pending.popleft() for _ in range(min(scorer.chunk, len(pending)))]
+        while queued:
+            chunk = [queued.popleft() for _ in range(min(scorer.chunk, len(queued)))]
             fill()  # the threads prepare the next chunk while this one runs
             rows = _rows(chunk, scorer)
             out.write(rows)
