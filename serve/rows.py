@@ -8,7 +8,8 @@ missing values; ``.jsonl`` files hold one JSON object per line with ``null`` for
 
 The file is appended to one batch at a time, so an interrupted run leaves every finished row in it; at
 most the last row can be torn (a kill in the middle of a write). :meth:`PredictionsFile.open` drops such a
-tail before appending, and reports the paths already there, so a rerun scores only the rest.
+tail before appending, and reports the paths already there, so a rerun scores only the rest. It also takes
+an advisory lock: a second run on the same file stops instead of scoring the same images again.
 
 ``row_from_answer`` turns one endpoint answer (``serve/inference.py``'s ``{"predictions": [...]}`` or
 ``{"error": ...}``) into a row: the same columns from a SageMaker Batch Transform ``.out`` file.
@@ -23,6 +24,11 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; two runs on one file there would both append
+    fcntl = None  # type: ignore[assignment]
 
 COLUMNS = ("path", "label", "probability", "top_k", "error")
 FORMATS = (".csv", ".jsonl")
@@ -168,6 +174,13 @@ class PredictionsFile:
         except OSError as e:
             raise RowsError(f"--out {path}: cannot open it ({e.strerror or e})") from e
         try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError as e:
+                    raise RowsError(
+                        f"--out {path}: another run is writing it; wait for it or pass another --out"
+                    ) from e
             handle.seek(0)
             text = handle.read()
             complete, rows = (_complete_csv if csv_file else _complete_jsonl)(text, str(path))

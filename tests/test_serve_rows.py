@@ -126,3 +126,13 @@ def test_an_endpoint_answer_becomes_the_row_a_local_score_gives(trained_run, syn
     )
     bad = row_from_answer("x.jpg", b"<html>502</html>")
     assert bad["label"] is None and bad["error"].startswith("unexpected answer")
+
+
+def test_two_runs_cannot_append_to_one_file_at_once(tmp_path):
+    path = tmp_path / "p.jsonl"
+    with PredictionsFile.open(path) as first:
+        with pytest.raises(RowsError, match="another run is writing it"):
+            PredictionsFile.open(path)
+        first.write(rows_for(ODD_PATHS[:1]))
+    with PredictionsFile.open(path) as after:
+        assert len(after.rows) == 1

@@ -294,3 +294,33 @@ def test_progress_reports_rate_eta_and_errors():
     first, last = stream.getvalue().splitlines()
     assert first.startswith("250/1,000 images (25%), 25.0 images/s, ETA 0m30s, 1 error")
     assert last.startswith("1,000/1,000 images (100%), 100.0 images/s, 3 errors")
+
+
+def test_an_image_that_breaks_its_batch_costs_only_its_own_row(tmp_path):
+    """A batch whose forward pass fails is retried image by image (as the server's batcher does)."""
+    from serve.score_folder import Source
+
+    class Picky:
+        workers, chunk = 2, 4
+        calls: list[int] = []
+
+        def prepare(self, path: str) -> str:
+            return path
+
+        def infer(self, items: list[str]) -> list[dict]:
+            self.calls.append(len(items))
+            if "poison" in items:
+                raise ValueError("shape mismatch")
+            return [{"label": f"L-{i}", "probability": 1.0, "top_k": []} for i in items]
+
+        def describe(self) -> str:
+            return "picky"
+
+    names = ["a", "b", "poison", "c", "d", "e"]
+    with PredictionsFile.open(tmp_path / "p.jsonl") as out:
+        summary = score([Source(n) for n in names], Picky(), out)
+        rows = out.rows
+    assert [r["path"] for r in rows] == names and summary.errors == 1
+    assert rows[2]["error"] == "inference failed: ValueError: shape mismatch"
+    assert [r["label"] for r in rows if r["path"] != "poison"] == ["L-a", "L-b", "L-c", "L-d", "L-e"]
+    assert Picky.calls == [4, 1, 1, 1, 1, 2]  # the broken batch of four split up, the next one whole
