@@ -197,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             if server is not None:
                 server.stop()
     results["load_after"] = os.getloadavg()[0]
-    report(results, ways, f"{args.images} images (the loops: the first {min(args.images, args.loop_images)})")
+    loops = f" (the loops: the first {min(args.images, args.loop_images)})" if "loop" in args.ways else ""
+    report(results, ways, f"{args.images} images{loops}")
     write_json(args.json, results)
     return 0
 
