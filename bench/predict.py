@@ -15,9 +15,8 @@ process, so none inherits another's torch threads:
   loop              the plain loop ``python -m serve.predict IMAGE...`` runs: read, decode, classify one at a
                     time, torch's default threads (on the first ``--loop-images``: it is slow)
   loop-1-thread     the same with one torch thread: what is left when no thread waits for a busy core
-Model loading and warm-up are not counted; the ways run interleaved, ``--rounds`` times, and each way's
-rate is its images over its total time. Prints the ratios, then ``key=value`` lines; writes
-bench/out/predict.json.
+Model loading and warm-up are not counted; the ways run interleaved, ``--rounds`` times. Prints each way's
+median rate and the median of each round's ratios, then ``key=value`` lines; writes bench/out/predict.json.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ import argparse
 import multiprocessing
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -138,7 +138,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backbone", default="mobilenet_v2", help="random-init backbone (default %(default)s)")
     p.add_argument("--classes", type=int, default=133, help="number of classes (default %(default)s)")
     p.add_argument("--ckpt", help="bench a trained checkpoint instead of a random-init model")
-    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default %(default)s)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default %(default)s)")
     p.add_argument("--concurrency", type=int, default=8, help="endpoint client (default %(default)s)")
     p.add_argument("--loop-images", type=int, default=60, help="images the loops score (default %(default)s)")
     p.add_argument("--ways", default=",".join(WAYS), help="which ways to run (default %(default)s)")
@@ -204,8 +204,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(results: dict, ways: list[str], images: str) -> None:
-    # Each way's rate over all rounds: its images over its total time.
-    rates = {w: len(results["rounds"]) / sum(1 / r[w] for r in results["rounds"]) for w in ways}
+    # Medians over the rounds: on a shared machine one round of one way can be hit by someone else's job.
+    # A ratio is the median of the rounds' own ratios (the ways of one round ran minutes apart, not hours).
+    rounds = results["rounds"]
+    rates = {w: statistics.median(r[w] for r in rounds) for w in ways}
     results["images_per_s"] = rates
     print(
         f"\n{images}, {results['cores']} cores, load average {results['load_before']:.1f} before and "
@@ -216,7 +218,7 @@ def report(results: dict, ways: list[str], images: str) -> None:
     lines = {f"{w.replace('-', '_')}_images_per_s": rates[w] for w in ways}
     if "folder" in rates:
         for other in (w for w in ways if w != "folder"):
-            ratio = rates["folder"] / rates[other]
+            ratio = statistics.median(r["folder"] / r[other] for r in rounds)
             print(f"  folder / {other}: {ratio:.2f}×")
             lines[f"folder_over_{other.replace('-', '_')}"] = ratio
     print()

@@ -5,8 +5,9 @@
 - **Locally** (``--model``): decoder threads read each file, decode it (``serve.inference.decode_image``, the
   endpoint's decoder) and preprocess it (``Runner.preprocess``: resize, crop, normalise) while the calling
   thread runs the network on batches (``Runner.forward``, the server's fast path). Threads, not processes:
-  Pillow and torch release the GIL, and shipping tensors between processes cost more than it saved
-  (measured on 2 cores, README "Scoring a folder").
+  Pillow and torch release the GIL while they work, and worker processes (a model copy each, every tensor
+  pickled across) were slower on 2 cores with any headroom and no faster when the machine was saturated
+  (``bench/predict.py``, README "Scoring a folder").
 - **Through an endpoint** (``--endpoint``/``--sagemaker-endpoint``): ``--concurrency`` threads each post
   one image at a time; the server batches them.
 
