@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.serve import build_model
     from dogbreed.atomic import write_json
     from serve.process import LocalServer
-    from serve.score_folder import usable_cores
+    from serve.score_folder import thread_split, usable_cores
 
     args = parse_args(argv)
     ways = [w for w in args.ways.split(",") if w]
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         generate(folder, args.images)
         server = None
         if "endpoint" in ways:  # the folder scorer's thread split, so the two pipelines get the same cores
-            threads = str(max(1, cores - max(1, cores // 2)))
+            threads = str(thread_split(cores)[1])
             server = LocalServer(
                 model_pt, "--precision", "auto", "--threads", threads, log_path=work / "s.log"
             )

@@ -50,6 +50,7 @@ from serve.score_folder import (
     pending,
     report,
     score,
+    thread_split,
     usable_cores,
 )
 
@@ -237,13 +238,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--decode-workers",
         type=int,
         default=None,
-        help="with --model: threads reading, decoding and preprocessing images (default: half the cores)",
+        help="with --model: threads reading, decoding and preprocessing images (default: half the cores, "
+        "at least 2)",
     )
     bulk.add_argument(
         "--threads",
         type=int,
         default=None,
-        help="with --model: torch threads for the network (default: the cores the decoders leave)",
+        help="with --model: torch threads for the network (default: what the decoders leave, at least 1)",
     )
     bulk.add_argument(
         "--concurrency",
@@ -300,10 +302,9 @@ def local_scorer(args: argparse.Namespace, images: int) -> tuple[LocalScorer, li
 
     from serve.runner import Runner
 
-    cores = usable_cores()
-    workers = args.decode_workers or max(1, cores // 2)
-    # More torch threads than free cores make every forward pass wait for a descheduled thread.
-    torch.set_num_threads(args.threads or max(1, cores - workers))
+    decoders, threads = thread_split(usable_cores())
+    workers = args.decode_workers or decoders
+    torch.set_num_threads(args.threads or threads)
     started = time.perf_counter()
     runner = Runner(load_artifact(args.model, args.device), args.precision)
     batch_size = args.max_batch_size

@@ -46,6 +46,14 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def thread_split(cores: int) -> tuple[int, int]:
+    """(decoder threads, torch threads) for ``cores``: half the cores decode (at least two: one alone leaves
+    the network waiting whenever it is descheduled) and torch gets the rest (at least one: more torch
+    threads than free cores make every forward pass wait for a descheduled one)."""
+    decoders = max(2, cores // 2)
+    return decoders, max(1, cores - decoders)
+
+
 @dataclass(frozen=True)
 class Source:
     """An image to score; ``folder_label``: its ImageFolder class (the first folder under a DIR argument)."""
