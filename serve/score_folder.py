@@ -5,9 +5,9 @@
 - **Locally** (``--model``): decoder threads read each file, decode it (``serve.inference.decode_image``, the
   endpoint's decoder) and preprocess it (``Runner.preprocess``: resize, crop, normalise) while the calling
   thread runs the network on batches (``Runner.forward``, the server's fast path). Threads, not processes:
-  Pillow and torch release the GIL while they work; worker processes (a torch and model copy each, every
-  tensor pickled across) measured anywhere from 0.8× to 1.4× of threads on the shared 2-core machine
-  (``bench/predict.py``, README "Scoring a folder"), not enough to pay for them.
+  Pillow and torch release the GIL while they work, and worker processes (a torch and model copy each,
+  every tensor pickled across) were 1.5× slower on 2 free cores and only sometimes faster on a busy
+  machine (``bench/predict.py``, README "Scoring a folder").
 - **Through an endpoint** (``--endpoint``/``--sagemaker-endpoint``): ``--concurrency`` threads each post
   one image at a time; the server batches them.
 
