@@ -80,11 +80,11 @@ def _init_worker(model: str) -> None:
     global _runner
     import torch
 
-    from serve.inference import load_model
+    from serve.predict import load_artifact
     from serve.runner import Runner
 
     torch.set_num_threads(1)
-    _runner = Runner(load_model(model, "cpu"), "fp32")
+    _runner = Runner(load_artifact(model, "cpu"), "fp32")
 
 
 def _prepare_in_process(path: str):
