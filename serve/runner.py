@@ -107,9 +107,33 @@ class Runner:
         if self._fast is None:
             with torch.autocast(self.device.type, dtype=torch.bfloat16):
                 return probabilities(images, self.model)
-        x = torch.cat([self.model.preprocess(img.unsqueeze(0)) for img in images], dim=0)
-        logits = self._fast(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
-        return torch.softmax(logits.float(), dim=1)
+        return self.forward([self.preprocess(img) for img in images])
+
+    @property
+    def splits(self) -> bool:
+        """Whether :meth:`preprocess` and :meth:`forward` run as two stages (every dogbreed export does)."""
+        return hasattr(self.model, "net") and hasattr(self.model, "preprocess")
+
+    @torch.inference_mode()
+    def preprocess(self, image: torch.Tensor) -> torch.Tensor:
+        """One uint8 (3, H, W) image → the network's input (1, 3, crop, crop), or the image itself when the
+        model has no separate preprocess. Safe to call from other threads (the folder scorer's decoders)."""
+        if not self.splits:
+            return image
+        return self.model.preprocess(image.to(self.device).unsqueeze(0))
+
+    @torch.inference_mode()
+    def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        """:meth:`preprocess`'s outputs → probabilities (N, classes) on the CPU, in float32: in fp32 the same
+        numbers as calling the runner on the images (bf16 autocast on CUDA: within its rounding)."""
+        if not self.splits:
+            return self(inputs)
+        x = torch.cat(inputs, dim=0)
+        if self._fast is not None:
+            logits = self._fast(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
+            return torch.softmax(logits.float(), dim=1)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            return torch.softmax(self.model.net(x), dim=1).float().cpu()
 
     def warmup(self, max_batch_size: int, size: tuple[int, int] = (300, 400), tolerance: float = 0.1) -> int:
         """Run every batch size up to ``max_batch_size`` (so TorchScript's per-shape profiling and oneDNN's
