@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -84,3 +84,12 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) 
     cfg = make_cfg(out, synthetic_root, ["trainer.max_epochs=3", "model.lr=0.05", "logger=none"])
     metrics, _ = train(cfg)
     return metrics
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
+    """moto in-process for the launch tests (see tests/aws.py)."""
+    from aws import mocked_aws
+
+    with mocked_aws(monkeypatch) as state:
+        yield state

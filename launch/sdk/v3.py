@@ -1,0 +1,254 @@
+"""SageMaker Python SDK v3 (``sagemaker>=3.9,<4``): the ``launch.job`` descriptions as v3 calls.
+
+A training job is a ``sagemaker.train.ModelTrainer`` (``SourceCode``/``Compute``/``InputData``/
+``CheckpointConfig``/``StoppingCondition``; the code and v3's own driver travel as the ``code`` and
+``sm_drivers`` input channels and ``sm_train.sh`` runs ``sagemaker_entry.py`` with its own ``SM_*``
+variables), a tuning job a ``sagemaker.train.tuner.HyperparameterTuner`` over it (its training jobs run the
+image's training toolkit: the tuning API takes no container entrypoint), and models and endpoints are
+made with v3's ``Session`` helpers (``create_model``, ``endpoint_from_production_variants``).
+
+Workarounds, each for something v3 3.27 does not offer (see the README, "On SageMaker"):
+- ``ModelTrainer.train()`` always names the job ``<base_job_name>-<timestamp>``; to honour
+  ``launch.job_name`` the request ModelTrainer builds (``_create_training_job_args``) is sent with our name.
+- ``HyperparameterTuner`` leaves ``EnableNetworkIsolation`` out of the tuning job's training definition;
+  ``_Tuner`` puts it back.
+- ModelTrainer has no Debugger or profiler arguments (``BUILTIN_DEBUGGER = False``):
+  ``launch.debugger.builtin_rules=true`` is ignored with a warning; the in-job reports are written either way.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import boto3
+from sagemaker.core import parameter, shapes
+from sagemaker.core.helper.session_helper import Session as NativeSession
+from sagemaker.core.utils.exceptions import FailedStatusError, TimeoutExceededError
+from sagemaker.train.tuner import HyperparameterTuner
+
+from launch import job as spec
+from launch.session import Session, sdk_config
+from launch.space import sagemaker_range
+
+NAME = "v3"
+BUILTIN_DEBUGGER = False  # ModelTrainer has no Debugger or profiler arguments
+LIMITS = (
+    "ModelTrainer has no Debugger or profiler settings (launch.debugger.builtin_rules is ignored; the in-job "
+    "reports/debugger.* and reports/profiler.* are written either way); training jobs run through v3's "
+    "sm_train.sh driver, the training jobs of a tuning job through the image's training toolkit"
+)
+log = logging.getLogger("launch")
+
+
+def session(region: str, bucket: str | None, telemetry: bool) -> NativeSession:
+    """v3's Session, sharing one SageMaker client with sagemaker-core's resources (which make their own
+    per boto3 session otherwise): every call goes through ``Session.client``."""
+    from sagemaker.core.config import load_sagemaker_config
+    from sagemaker.core.utils.utils import SageMakerClient
+
+    boto = boto3.Session(region_name=region)
+    return NativeSession(
+        boto_session=boto,
+        sagemaker_client=SageMakerClient(session=boto, region_name=region).sagemaker_client,
+        sagemaker_config=sdk_config(telemetry, load_sagemaker_config()),
+        default_bucket=bucket,
+    )
+
+
+def execution_role(native: NativeSession) -> str:
+    from sagemaker.core.helper.session_helper import get_execution_role
+
+    return get_execution_role(native)
+
+
+def unique_name(base: str, max_length: int = 63, short: bool = False) -> str:
+    from sagemaker.core.common_utils import name_from_base
+
+    return name_from_base(base, max_length=max_length, short=short)
+
+
+def image_uri(native: NativeSession, image: spec.Image, scope: str, instance_type: str | None) -> str:
+    from sagemaker.core import image_uris
+    from sagemaker.core.serverless_inference_config import ServerlessInferenceConfig
+
+    if image.uri:
+        return image.uri
+    return image_uris.retrieve(
+        "pytorch",
+        native.boto_region_name,
+        version=image.framework_version,
+        py_version=image.py_version,
+        instance_type=instance_type,
+        image_scope=scope,
+        serverless_inference_config=None if instance_type else ServerlessInferenceConfig(),
+    )
+
+
+def _trainer(sess: Session, job: spec.TrainingJob):
+    from sagemaker.core.training.configs import (
+        CheckpointConfig,
+        Compute,
+        MetricDefinition,
+        Networking,
+        OutputDataConfig,
+        SourceCode,
+        StoppingCondition,
+        Tag,
+    )
+    from sagemaker.train import ModelTrainer
+    from sagemaker.train.distributed import Torchrun
+
+    sess.native.default_bucket_prefix = job.prefix  # where ModelTrainer stages code and drivers
+    stopping = StoppingCondition(max_runtime_in_seconds=job.max_run_s)
+    if job.max_wait_s is not None:
+        stopping.max_wait_time_in_seconds = job.max_wait_s
+    return ModelTrainer(
+        sagemaker_session=sess.native,
+        role=job.role,
+        base_job_name=job.base_job_name,
+        training_image=image_uri(sess.native, job.image, "training", job.instance_type),
+        source_code=SourceCode(
+            source_dir=str(job.source_dir), entry_script=job.entry_point, requirements="requirements.txt"
+        ),
+        distributed=Torchrun() if job.distributed else None,
+        compute=Compute(
+            instance_type=job.instance_type,
+            instance_count=job.instance_count,
+            volume_size_in_gb=job.volume_size_gb,
+            enable_managed_spot_training=job.use_spot or None,
+        ),
+        networking=Networking(enable_network_isolation=True) if job.network_isolation else None,
+        stopping_condition=stopping,
+        output_data_config=OutputDataConfig(s3_output_path=job.output_path),
+        checkpoint_config=CheckpointConfig(s3_uri=job.checkpoint_s3_uri, local_path=job.checkpoint_local_path)
+        if job.checkpoint_s3_uri
+        else None,
+        environment=dict(job.environment),
+        hyperparameters=dict(job.hyperparameters),
+        tags=[Tag(key=k, value=v) for k, v in job.tags.items()] or None,
+    ).with_metric_definitions(
+        [MetricDefinition(name=m["Name"], regex=m["Regex"]) for m in job.metric_definitions]
+    )
+
+
+def _inputs(job: spec.TrainingJob) -> list[Any]:
+    """The data channels, each in File mode (as v2 states it too: the tuner copies channels as given)."""
+    from sagemaker.core.training.configs import Channel, DataSource, S3DataSource
+
+    return [
+        Channel(
+            channel_name=name,
+            data_source=DataSource(
+                s3_data_source=S3DataSource(
+                    s3_data_type="S3Prefix", s3_uri=uri, s3_data_distribution_type="FullyReplicated"
+                )
+            ),
+            input_mode="File",
+        )
+        for name, uri in job.channels.items()
+    ]
+
+
+def start_training(sess: Session, job: spec.TrainingJob) -> None:
+    """CreateTrainingJob named ``job.name`` (returns at once; see the module docstring)."""
+    from sagemaker.core.resources import TrainingJob
+
+    trainer = _trainer(sess, job)
+    request = trainer._create_training_job_args(input_data_config=_inputs(job))
+    request["training_job_name"] = job.name
+    try:
+        TrainingJob.create(session=sess.native.boto_session, region=sess.region, **request)
+    finally:
+        if trainer._temp_code_dir is not None:
+            trainer._temp_code_dir.cleanup()
+
+
+class _Tuner(HyperparameterTuner):
+    """v3's tuner, with network isolation carried into the tuning job's training definition."""
+
+    def _build_training_job_definition(self, inputs):  # noqa: ANN001 - the SDK's own signature
+        definition = super()._build_training_job_definition(inputs)
+        networking = self.model_trainer.networking
+        if networking is not None and networking.enable_network_isolation:
+            definition.enable_network_isolation = True
+        return definition
+
+
+def start_tuning(sess: Session, tuning: spec.Tuning) -> None:
+    """CreateHyperParameterTuningJob over the training job (the tuning API has no Debugger settings)."""
+    job = tuning.training
+    trainer = _trainer(sess, job)
+    strategy_config = None
+    if tuning.hyperband is not None:
+        low, high = tuning.hyperband
+        strategy_config = shapes.HyperParameterTuningJobStrategyConfig(
+            hyperband_strategy_config=shapes.HyperbandStrategyConfig(min_resource=low, max_resource=high)
+        )
+    warm_start = None
+    if tuning.warm_start is not None:
+        kind, parents = tuning.warm_start
+        warm_start = shapes.HyperParameterTuningJobWarmStartConfig(
+            parent_hyper_parameter_tuning_jobs=[
+                shapes.ParentHyperParameterTuningJob(hyper_parameter_tuning_job_name=p) for p in parents
+            ],
+            warm_start_type=kind,
+        )
+    tuner = _Tuner(
+        model_trainer=trainer,
+        objective_metric_name=tuning.objective,
+        metric_definitions=job.metric_definitions,
+        objective_type=tuning.objective_type,
+        hyperparameter_ranges={key: sagemaker_range(p, parameter) for key, p in tuning.ranges.items()},
+        strategy=tuning.strategy,
+        max_jobs=tuning.max_jobs,
+        max_parallel_jobs=tuning.max_parallel_jobs,
+        early_stopping_type=tuning.early_stopping_type,
+        random_seed=tuning.random_seed,
+        max_runtime_in_seconds=tuning.max_runtime_s,
+        strategy_config=strategy_config,
+        warm_start_config=warm_start,
+        base_tuning_job_name=job.base_job_name,
+    )
+    tuner.tune(inputs=_inputs(job) or None, job_name=tuning.name, wait=False)
+
+
+def create_model(sess: Session, model: spec.Model, instance_type: str | None) -> None:
+    """CreateModel: the image (for ``instance_type``; None = serverless) serving ``model.model_data``.
+
+    v3's Session helper rather than ``sagemaker.core.resources.Model.create``, which describes the model it
+    made and fails validating an empty ``VpcConfig`` (as moto returns it)."""
+    from sagemaker.core.helper.session_helper import container_def
+
+    image = image_uri(sess.native, model.image, "inference", instance_type)
+    sess.native.create_model(
+        model.name, model.role, container_def(image, model.model_data, dict(model.environment))
+    )
+
+
+def create_endpoint(sess: Session, model_name: str, endpoint: spec.Endpoint) -> None:
+    """CreateEndpointConfig + CreateEndpoint, both named ``endpoint.name`` (returns at once)."""
+    from sagemaker.core.helper.session_helper import production_variant
+
+    serverless = None
+    if endpoint.serverless is not None:
+        memory, concurrency = endpoint.serverless
+        serverless = {"MemorySizeInMB": memory, "MaxConcurrency": concurrency}
+    variant = production_variant(
+        model_name=model_name,
+        instance_type=endpoint.instance_type,
+        initial_instance_count=endpoint.instance_count,
+        serverless_inference_config=serverless,
+    )
+    sess.native.endpoint_from_production_variants(endpoint.name, [variant], wait=False)
+
+
+def follow_logs(sess: Session, name: str, poll_s: float, timeout_s: float) -> None:
+    """Stream the job's CloudWatch logs until it ends or ``timeout_s`` passes (the caller checks how)."""
+    from sagemaker.core.resources import TrainingJob
+
+    job = TrainingJob.get(training_job_name=name, session=sess.native.boto_session, region=sess.region)
+    try:
+        job.wait(poll=max(1, int(poll_s)), timeout=max(1, int(timeout_s)), logs=True)
+    except (FailedStatusError, TimeoutExceededError):
+        return
