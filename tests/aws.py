@@ -1,10 +1,10 @@
 """AWS offline for the launch tests (a helper module, no tests): moto, and exact payloads via Stubber.
 
-``mocked_aws``: moto in-process with fake credentials in us-east-1, a bucket named ``bkt``, and a record of any
-SDK telemetry request (asserted empty: the launcher opts out), for whichever SageMaker SDK is installed
+``mocked_aws``: moto in-process with fake credentials in us-east-1, a bucket named ``bkt``, and a record of
+any SDK telemetry request (asserted empty: the launcher opts out), for whichever SageMaker SDK is installed
 (v2 in ``.venv``, v3 in ``.venv-v3``). v2 re-validates its defaults config with jsonschema on every lookup
-(~20 per ``fit``); that validation is memoised per distinct config, which changes no result and keeps the tests
-fast. ``stub_session``: the launcher's sessions answer SageMaker calls from a botocore Stubber.
+(~20 per ``fit``); that validation is memoised per distinct config, which changes no result and keeps the
+tests fast. ``stub_session``: the launcher's sessions answer SageMaker calls from a botocore Stubber.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""launch.deploy: exact CreateModel / CreateEndpointConfig / CreateEndpoint payloads (the same under both SDKs),
-the predictor's requests, a serverless endpoint from a local run on moto, --delete's order and its report,
-and archives that would not serve are refused."""
+"""launch.deploy: exact CreateModel / CreateEndpointConfig / CreateEndpoint payloads (the same under both
+SDKs), the predictor's requests, a serverless endpoint from a local run on moto, --delete's order and its
+report, and archives that would not serve are refused."""
 
 from __future__ import annotations
 
@@ -35,22 +35,62 @@ def test_deploy_payloads_and_a_bounded_wait(
     from launch import deploy
 
     def plan(stubber: Stubber) -> None:
-        stubber.add_response("create_model", {"ModelArn": ARN}, {
-            "ModelName": "ep-1", "ExecutionRoleArn": ROLE,
-            "PrimaryContainer": {"Image": INFERENCE_IMAGE, "ModelDataUrl": "s3://bkt/m/model.tar.gz", "Environment": ENV},
-        })  # fmt: skip
-        stubber.add_response("create_endpoint_config", {"EndpointConfigArn": ARN}, {
-            "EndpointConfigName": "ep-1", "ProductionVariants": [{"ModelName": "ep-1", "VariantName": "AllTraffic",
-            "InitialVariantWeight": 1, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}]})  # fmt: skip
-        stubber.add_response("create_endpoint", {"EndpointArn": ARN},
-                             {"EndpointName": "ep-1", "EndpointConfigName": "ep-1", "Tags": []})  # fmt: skip
-        stubber.add_response("describe_endpoint", {"EndpointName": "ep-1", "EndpointArn": ARN,
-            "EndpointStatus": "Creating", "CreationTime": 0, "LastModifiedTime": 0}, {"EndpointName": "ep-1"})  # fmt: skip
+        stubber.add_response(
+            "create_model",
+            {"ModelArn": ARN},
+            {
+                "ModelName": "ep-1",
+                "ExecutionRoleArn": ROLE,
+                "PrimaryContainer": {
+                    "Image": INFERENCE_IMAGE,
+                    "ModelDataUrl": "s3://bkt/m/model.tar.gz",
+                    "Environment": ENV,
+                },
+            },
+        )
+        stubber.add_response(
+            "create_endpoint_config",
+            {"EndpointConfigArn": ARN},
+            {
+                "EndpointConfigName": "ep-1",
+                "ProductionVariants": [
+                    {
+                        "ModelName": "ep-1",
+                        "VariantName": "AllTraffic",
+                        "InitialVariantWeight": 1,
+                        "InitialInstanceCount": 1,
+                        "InstanceType": "ml.m5.large",
+                    }
+                ],
+            },
+        )
+        stubber.add_response(
+            "create_endpoint",
+            {"EndpointArn": ARN},
+            {"EndpointName": "ep-1", "EndpointConfigName": "ep-1", "Tags": []},
+        )
+        stubber.add_response(
+            "describe_endpoint",
+            {
+                "EndpointName": "ep-1",
+                "EndpointArn": ARN,
+                "EndpointStatus": "Creating",
+                "CreationTime": 0,
+                "LastModifiedTime": 0,
+            },
+            {"EndpointName": "ep-1"},
+        )
 
     made = stub_session(deploy, monkeypatch, plan)
-    overrides = [f"launch.role={ROLE}", "launch.bucket=bkt", "deploy.model=s3://bkt/m/model.tar.gz",
-                 "deploy.endpoint_name=ep-1", "launch.timeouts.endpoint_s=5", "launch.poll_s=30",
-                 f"paths.output_dir={tmp_path}"]  # fmt: skip
+    overrides = [
+        f"launch.role={ROLE}",
+        "launch.bucket=bkt",
+        "deploy.model=s3://bkt/m/model.tar.gz",
+        "deploy.endpoint_name=ep-1",
+        "launch.timeouts.endpoint_s=5",
+        "launch.poll_s=30",
+        f"paths.output_dir={tmp_path}",
+    ]
     # Still Creating, and one more poll would pass launch.timeouts.endpoint_s: the error names the key.
     with pytest.raises(
         TimeoutError, match=r"Endpoint ep-1 is still Creating .* launch\.timeouts\.endpoint_s=5"
@@ -67,9 +107,15 @@ def test_deploy_serverless_from_a_local_run_and_send_jpeg(aws: dict, tmp_path: P
     run_dir = tmp_path / "run"
     (run_dir / "model").mkdir(parents=True)
     model_archive(run_dir / "model" / "model.tar.gz")
-    overrides = [f"launch.role={ROLE}", "launch.bucket=bkt", f"deploy.model={run_dir}",
-                 "deploy.endpoint_name=ep-1", "deploy.serverless.enabled=true",
-                 "deploy.serverless.memory_size_in_mb=2048", f"paths.output_dir={tmp_path}"]  # fmt: skip
+    overrides = [
+        f"launch.role={ROLE}",
+        "launch.bucket=bkt",
+        f"deploy.model={run_dir}",
+        "deploy.endpoint_name=ep-1",
+        "deploy.serverless.enabled=true",
+        "deploy.serverless.memory_size_in_mb=2048",
+        f"paths.output_dir={tmp_path}",
+    ]
     predictor = deploy.run(compose("launch_deploy", overrides))
     sm = boto3.client("sagemaker")
     assert (
@@ -85,26 +131,53 @@ def test_deploy_serverless_from_a_local_run_and_send_jpeg(aws: dict, tmp_path: P
     answer = {"predictions": [{"label": "001.Affenpinscher", "probability": 0.9, "top_k": []}]}
     runtime.add_response(
         "invoke_endpoint",
-        {"Body": io.BytesIO(b'{"predictions": [{"label": "001.Affenpinscher", "probability": 0.9, '
-                            b'"top_k": []}]}'),
-         "ContentType": "application/json"},
-        {"EndpointName": "ep-1", "Body": image.read_bytes(), "ContentType": "image/jpeg",
-         "Accept": "application/json"},
-    )  # fmt: skip
+        {
+            "Body": io.BytesIO(
+                b'{"predictions": [{"label": "001.Affenpinscher", "probability": 0.9, "top_k": []}]}'
+            ),
+            "ContentType": "application/json",
+        },
+        {
+            "EndpointName": "ep-1",
+            "Body": image.read_bytes(),
+            "ContentType": "image/jpeg",
+            "Accept": "application/json",
+        },
+    )
     with runtime:
         assert deploy.predict_file(predictor, image) == answer
     runtime.assert_no_pending_responses()
 
 
 def delete_plan(stubber: Stubber, fail: str | None) -> None:
-    """describe endpoint + config, then delete endpoint → config → model; ``fail`` names a step AWS refuses."""
-    stubber.add_response("describe_endpoint", {"EndpointName": "ep", "EndpointArn": ARN, "EndpointConfigName": "ep-cfg",
-        "EndpointStatus": "InService", "CreationTime": 0, "LastModifiedTime": 0}, {"EndpointName": "ep"})  # fmt: skip
-    stubber.add_response("describe_endpoint_config", {"EndpointConfigName": "ep-cfg", "EndpointConfigArn": ARN,
-        "CreationTime": 0, "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": "ep-model"}]},
-        {"EndpointConfigName": "ep-cfg"})  # fmt: skip
-    calls = [("delete_endpoint", {"EndpointName": "ep"}), ("delete_endpoint_config", {"EndpointConfigName": "ep-cfg"}),
-             ("delete_model", {"ModelName": "ep-model"})]  # fmt: skip
+    """Describe endpoint + config, then delete endpoint → config → model; ``fail``: the step AWS refuses."""
+    stubber.add_response(
+        "describe_endpoint",
+        {
+            "EndpointName": "ep",
+            "EndpointArn": ARN,
+            "EndpointConfigName": "ep-cfg",
+            "EndpointStatus": "InService",
+            "CreationTime": 0,
+            "LastModifiedTime": 0,
+        },
+        {"EndpointName": "ep"},
+    )
+    stubber.add_response(
+        "describe_endpoint_config",
+        {
+            "EndpointConfigName": "ep-cfg",
+            "EndpointConfigArn": ARN,
+            "CreationTime": 0,
+            "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": "ep-model"}],
+        },
+        {"EndpointConfigName": "ep-cfg"},
+    )
+    calls = [
+        ("delete_endpoint", {"EndpointName": "ep"}),
+        ("delete_endpoint_config", {"EndpointConfigName": "ep-cfg"}),
+        ("delete_model", {"ModelName": "ep-model"}),
+    ]
     for operation, params in calls:
         if operation == fail:
             stubber.add_client_error(

@@ -25,25 +25,48 @@ RULE_IMAGE = "503895931360.dkr.ecr.us-east-1.amazonaws.com/sagemaker-debugger-ru
 NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|nan|inf)"
 METRICS = [
     {"Name": key, "Regex": r"(?:^|\s)" + key + "=" + NUMBER}
-    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "val_acc_top5", "test_loss", "test_acc",
-                "test_acc_top5")
-]  # fmt: skip
+    for key in (
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_acc",
+        "val_acc_top5",
+        "test_loss",
+        "test_acc",
+        "test_acc_top5",
+    )
+]
 
 
 def s3_channel(name: str, uri: Any, mode: bool = True) -> dict[str, Any]:
-    return {"ChannelName": name, "DataSource": {"S3DataSource": {
-        "S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}},
-        **({"InputMode": "File"} if mode else {})}  # fmt: skip
+    return {
+        "ChannelName": name,
+        "DataSource": {
+            "S3DataSource": {
+                "S3DataType": "S3Prefix",
+                "S3Uri": uri,
+                "S3DataDistributionType": "FullyReplicated",
+            }
+        },
+        **({"InputMode": "File"} if mode else {}),
+    }
 
 
 CHANNELS = [s3_channel(split, f"s3://bkt/data/dogImages/{split}") for split in ("train", "valid", "test")]
-COMMON = [f"launch.role={ROLE}", "launch.bucket=bkt", "launch.inputs=s3://bkt/data/dogImages", "model=resnet18",
-          "model.lr=0.003"]  # fmt: skip
+COMMON = [
+    f"launch.role={ROLE}",
+    "launch.bucket=bkt",
+    "launch.inputs=s3://bkt/data/dogImages",
+    "model=resnet18",
+    "model.lr=0.003",
+]
 V3_ENTRYPOINT = {
     "ContainerEntrypoint": ["/bin/bash"],
-    "ContainerArguments": ["-c", "chmod +x /opt/ml/input/data/sm_drivers/sm_train.sh "
-                           "&& /opt/ml/input/data/sm_drivers/sm_train.sh"],
-}  # fmt: skip
+    "ContainerArguments": [
+        "-c",
+        "chmod +x /opt/ml/input/data/sm_drivers/sm_train.sh && /opt/ml/input/data/sm_drivers/sm_train.sh",
+    ],
+}
 V3_CODE = [
     s3_channel("code", ANY) | {"InputMode": "File"},
     s3_channel("sm_drivers", ANY) | {"InputMode": "File"},
@@ -55,23 +78,32 @@ def hyperparameters(name: str, values: dict[str, str], isolated: bool = False) -
     if SDK == "v3":
         return dict(values)
     submit = "/opt/ml/input/data/code" if isolated else f"s3://bkt/dogbreed/code/{name}/source"
-    return {**{k: f'"{v}"' for k, v in values.items()}, "sagemaker_submit_directory": f'"{submit}/sourcedir.tar.gz"',
-            "sagemaker_program": '"sagemaker_entry.py"', "sagemaker_container_log_level": "20",
-            "sagemaker_job_name": f'"{name}"', "sagemaker_region": '"us-east-1"'}  # fmt: skip
+    return {
+        **{k: f'"{v}"' for k, v in values.items()},
+        "sagemaker_submit_directory": f'"{submit}/sourcedir.tar.gz"',
+        "sagemaker_program": '"sagemaker_entry.py"',
+        "sagemaker_container_log_level": "20",
+        "sagemaker_job_name": f'"{name}"',
+        "sagemaker_region": '"us-east-1"',
+    }
 
 
 def training_request(name: str, extra_channels: list | None = None, isolated: bool = False) -> dict[str, Any]:
     """CreateTrainingJob for COMMON: the neutral part, then what the installed SDK adds."""
     request: dict[str, Any] = {
         "TrainingJobName": name,
-        "AlgorithmSpecification": {"TrainingInputMode": "File", "TrainingImage": IMAGE, "MetricDefinitions": METRICS},
+        "AlgorithmSpecification": {
+            "TrainingInputMode": "File",
+            "TrainingImage": IMAGE,
+            "MetricDefinitions": METRICS,
+        },
         "RoleArn": ROLE,
         "InputDataConfig": [*CHANNELS, *(extra_channels or [])],
         "OutputDataConfig": {"S3OutputPath": "s3://bkt/dogbreed/jobs"},
         "ResourceConfig": {"VolumeSizeInGB": 50, "InstanceCount": 1, "InstanceType": "ml.g4dn.xlarge"},
         "StoppingCondition": {"MaxRuntimeInSeconds": 86400},
         "HyperParameters": hyperparameters(name, {"model": "resnet18", "model.lr": "0.003"}, isolated),
-    }  # fmt: skip
+    }
     if SDK == "v2":
         request["AlgorithmSpecification"]["EnableSageMakerMetricsTimeSeries"] = True
         request["ProfilerConfig"] = {"DisableProfiler": True}  # v2's explicit "no profiler": no resource
@@ -88,13 +120,17 @@ def training_request(name: str, extra_channels: list | None = None, isolated: bo
 
 def described(name: str) -> dict[str, Any]:
     return {
-        "TrainingJobName": name, "TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/x",
-        "TrainingJobStatus": "Completed", "SecondaryStatus": "Completed", "CreationTime": 0,
+        "TrainingJobName": name,
+        "TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/x",
+        "TrainingJobStatus": "Completed",
+        "SecondaryStatus": "Completed",
+        "CreationTime": 0,
         "AlgorithmSpecification": {"TrainingInputMode": "File"},
         "ModelArtifacts": {"S3ModelArtifacts": f"s3://bkt/dogbreed/jobs/{name}/output/model.tar.gz"},
-        "ResourceConfig": {"InstanceCount": 1, "VolumeSizeInGB": 50}, "StoppingCondition": {},
+        "ResourceConfig": {"InstanceCount": 1, "VolumeSizeInGB": 50},
+        "StoppingCondition": {},
         "FinalMetricDataList": [{"MetricName": "test_acc", "Value": 0.81, "Timestamp": 0}],
-    }  # fmt: skip
+    }
 
 
 def create_training(stubber: Stubber, expected: dict[str, Any]) -> None:
@@ -162,10 +198,18 @@ def test_builtin_debugger_rules_and_a_rejection_that_names_the_switch(
             "HookParameters": {"train.save_interval": "100", "eval.save_interval": "10"},
             "CollectionConfigurations": ANY,  # a set inside the SDK: order varies, checked below
         }
-        expected["ProfilerRuleConfigurations"] = [{"RuleConfigurationName": "ProfilerReport",
-            "RuleEvaluatorImage": RULE_IMAGE, "RuleParameters": {"rule_to_invoke": "ProfilerReport"}}]  # fmt: skip
-        expected["ProfilerConfig"] = {"S3OutputPath": "s3://bkt/dogbreed/jobs", "DisableProfiler": False,
-                                      "ProfilingIntervalInMilliseconds": 500}  # fmt: skip
+        expected["ProfilerRuleConfigurations"] = [
+            {
+                "RuleConfigurationName": "ProfilerReport",
+                "RuleEvaluatorImage": RULE_IMAGE,
+                "RuleParameters": {"rule_to_invoke": "ProfilerReport"},
+            }
+        ]
+        expected["ProfilerConfig"] = {
+            "S3OutputPath": "s3://bkt/dogbreed/jobs",
+            "DisableProfiler": False,
+            "ProfilingIntervalInMilliseconds": 500,
+        }
 
     sessions: list[int] = []
 
@@ -174,8 +218,12 @@ def test_builtin_debugger_rules_and_a_rejection_that_names_the_switch(
         if len(sessions) == 1:
             create_training(stubber, expected)
         else:  # the second run: an account without Debugger
-            stubber.add_client_error("create_training_job", "ValidationException",
-                                     "SageMaker Debugger is not available for this account", 400)  # fmt: skip
+            stubber.add_client_error(
+                "create_training_job",
+                "ValidationException",
+                "SageMaker Debugger is not available for this account",
+                400,
+            )
 
     made = stub_session(train, monkeypatch, plan)
     overrides = [
@@ -190,8 +238,10 @@ def test_builtin_debugger_rules_and_a_rejection_that_names_the_switch(
         made["stubber"].assert_no_pending_responses()
         assert "has no effect with SageMaker SDK v3" in caplog.text
         return
-    collections = sorted((c["CollectionName"], c["CollectionParameters"]["save_interval"])
-                         for c in made["params"]["CreateTrainingJob"][0]["DebugHookConfig"]["CollectionConfigurations"])  # fmt: skip
+    collections = sorted(
+        (c["CollectionName"], c["CollectionParameters"]["save_interval"])
+        for c in made["params"]["CreateTrainingJob"][0]["DebugHookConfig"]["CollectionConfigurations"]
+    )
     # One save interval per collection: the rules' own defaults (500) give way to the hook's.
     assert collections == [("gradients", "100"), ("losses", "10"), ("relu_input", "500"), ("weights", "100")]
     with pytest.raises(ConfigError, match=r"ValidationException.*launch\.debugger\.builtin_rules=false"):
@@ -213,8 +263,10 @@ def test_create_training_job_spot_distributed_isolated(
         name, [s3_channel("weights", "s3://bkt/dogbreed/weights/resnet18-f37072fd.pth")], isolated=True
     )
     if SDK == "v2":
-        expected["HyperParameters"] |= {"sagemaker_torch_distributed_enabled": "true",
-                                        "sagemaker_instance_type": '"ml.g5.12xlarge"'}  # fmt: skip
+        expected["HyperParameters"] |= {
+            "sagemaker_torch_distributed_enabled": "true",
+            "sagemaker_instance_type": '"ml.g5.12xlarge"',
+        }
     expected["ResourceConfig"] = {"VolumeSizeInGB": 50, "InstanceCount": 2, "InstanceType": "ml.g5.12xlarge"}
     expected["StoppingCondition"] = {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
     expected["EnableManagedSpotTraining"] = True
@@ -227,11 +279,18 @@ def test_create_training_job_spot_distributed_isolated(
     expected["Tags"] = [{"Key": "team", "Value": "vision"}]
     made = stub_session(train, monkeypatch, lambda s: create_training(s, expected))
     overrides = [
-        *COMMON, f"launch.job_name={name}", "launch.instance_count=2", "launch.instance_type=ml.g5.12xlarge",
-        "launch.use_spot=true", "launch.max_run=3600", "launch.network_isolation=true",
-        f"launch.weights={weights}", "+launch.environment.TORCH_HOME=/opt/ml/input/data/weights",
-        "+launch.tags.team=vision", f"paths.output_dir={tmp_path}",
-    ]  # fmt: skip
+        *COMMON,
+        f"launch.job_name={name}",
+        "launch.instance_count=2",
+        "launch.instance_type=ml.g5.12xlarge",
+        "launch.use_spot=true",
+        "launch.max_run=3600",
+        "launch.network_isolation=true",
+        f"launch.weights={weights}",
+        "+launch.environment.TORCH_HOME=/opt/ml/input/data/weights",
+        "+launch.tags.team=vision",
+        f"paths.output_dir={tmp_path}",
+    ]
     train.run(compose("launch_train", overrides), overrides)
     made["stubber"].assert_no_pending_responses()
     # The weights file really went to S3 (moto), where the channel points.
@@ -255,7 +314,10 @@ TUNING_RANGES = {
     ],
     # v2 JSON-quotes a framework estimator's categorical values, v3 sends them as given (the shim reads both).
     "CategoricalParameterRanges": [
-        {"Name": "data.batch_size", "Values": [f'"{v}"' if SDK == "v2" else v for v in ("32", "64", "128", "256")]}
+        {
+            "Name": "data.batch_size",
+            "Values": [f'"{v}"' if SDK == "v2" else v for v in ("32", "64", "128", "256")],
+        }
     ],
     "IntegerParameterRanges": [
         {"Name": "trainer.max_epochs", "MinValue": "2", "MaxValue": "5", "ScalingType": "Linear"}
@@ -270,16 +332,23 @@ def tuning_request(name: str) -> dict[str, Any]:
         "RoleArn": ROLE,
         "OutputDataConfig": {"S3OutputPath": "s3://bkt/dogbreed/jobs"},
         "StoppingCondition": {"MaxRuntimeInSeconds": 86400},
-        "AlgorithmSpecification": {"TrainingInputMode": "File", "TrainingImage": IMAGE, "MetricDefinitions": METRICS},
+        "AlgorithmSpecification": {
+            "TrainingInputMode": "File",
+            "TrainingImage": IMAGE,
+            "MetricDefinitions": METRICS,
+        },
         "InputDataConfig": CHANNELS,
-    }  # fmt: skip
+    }
     if SDK == "v2":
         static |= {
             "sagemaker_estimator_class_name": '"PyTorch"',
             "sagemaker_estimator_module": '"sagemaker.pytorch.estimator"',
         }
-        definition["HyperParameterTuningResourceConfig"] = {"InstanceCount": 1, "InstanceType": "ml.g4dn.xlarge",
-                                                            "VolumeSizeInGB": 50}  # fmt: skip
+        definition["HyperParameterTuningResourceConfig"] = {
+            "InstanceCount": 1,
+            "InstanceType": "ml.g4dn.xlarge",
+            "VolumeSizeInGB": 50,
+        }
     else:  # the tuning API takes no entrypoint: its jobs run the image's training toolkit on the tarball
         static |= {"sagemaker_program": "sagemaker_entry.py", "sagemaker_submit_directory": ANY}
         definition["ResourceConfig"] = {
@@ -313,15 +382,24 @@ def test_create_tuning_job(aws: dict, monkeypatch: pytest.MonkeyPatch, tmp_path:
     name = "dogbreed-tune-1"
 
     def plan(stubber: Stubber) -> None:
-        stubber.add_response("create_hyper_parameter_tuning_job", {"HyperParameterTuningJobArn": "arn:x"},
-                             tuning_request(name))  # fmt: skip
+        stubber.add_response(
+            "create_hyper_parameter_tuning_job", {"HyperParameterTuningJobArn": "arn:x"}, tuning_request(name)
+        )
         if SDK == "v3":  # HyperParameterTuningJob.create describes what it created
-            stubber.add_response("describe_hyper_parameter_tuning_job", BEST | {"HyperParameterTuningJobName": name},
-                                 {"HyperParameterTuningJobName": name})  # fmt: skip
+            stubber.add_response(
+                "describe_hyper_parameter_tuning_job",
+                BEST | {"HyperParameterTuningJobName": name},
+                {"HyperParameterTuningJobName": name},
+            )
 
     made = stub_session(tune_sagemaker, monkeypatch, plan)
-    overrides = [*COMMON, "backend=sagemaker", f"tune.job_name={name}", "tune.warm_start.parents=[dogbreed-tune-0]",
-                 f"paths.output_dir={tmp_path}"]  # fmt: skip
+    overrides = [
+        *COMMON,
+        "backend=sagemaker",
+        f"tune.job_name={name}",
+        "tune.warm_start.parents=[dogbreed-tune-0]",
+        f"paths.output_dir={tmp_path}",
+    ]
     assert tune.run(compose("launch_tune", overrides), overrides) == {
         "tuning_job": name,
         "region": "us-east-1",
@@ -330,17 +408,29 @@ def test_create_tuning_job(aws: dict, monkeypatch: pytest.MonkeyPatch, tmp_path:
 
 
 BEST = {
-    "HyperParameterTuningJobName": "old-tune", "HyperParameterTuningJobArn": "arn:x",
-    "HyperParameterTuningJobConfig": {"Strategy": "Hyperband", "ResourceLimits": {"MaxParallelTrainingJobs": 2}},
-    "HyperParameterTuningJobStatus": "Completed", "CreationTime": 0,
-    "TrainingJobStatusCounters": {"Completed": 8}, "ObjectiveStatusCounters": {"Succeeded": 8},
+    "HyperParameterTuningJobName": "old-tune",
+    "HyperParameterTuningJobArn": "arn:x",
+    "HyperParameterTuningJobConfig": {
+        "Strategy": "Hyperband",
+        "ResourceLimits": {"MaxParallelTrainingJobs": 2},
+    },
+    "HyperParameterTuningJobStatus": "Completed",
+    "CreationTime": 0,
+    "TrainingJobStatusCounters": {"Completed": 8},
+    "ObjectiveStatusCounters": {"Succeeded": 8},
     "BestTrainingJob": {
-        "TrainingJobName": "old-tune-007-abc", "TrainingJobArn": "arn:y", "CreationTime": 0,
+        "TrainingJobName": "old-tune-007-abc",
+        "TrainingJobArn": "arn:y",
+        "CreationTime": 0,
         "TrainingJobStatus": "Completed",
-        "TunedHyperParameters": {"model.lr": "0.0123", "model.optimizer": '"adam"', "data.batch_size": '"64"'},
+        "TunedHyperParameters": {
+            "model.lr": "0.0123",
+            "model.optimizer": '"adam"',
+            "data.batch_size": '"64"',
+        },
         "FinalHyperParameterTuningJobObjectiveMetric": {"MetricName": "val_acc", "Value": 0.91},
     },
-}  # fmt: skip
+}
 
 
 def test_attach_reports_the_best_job_and_writes_best_yaml(
@@ -369,8 +459,15 @@ def test_hyperband_tuning_request(aws: dict, monkeypatch: pytest.MonkeyPatch, tm
     made = stub_session(
         tune_sagemaker, monkeypatch, lambda s: s.add_client_error("create_hyper_parameter_tuning_job")
     )
-    overrides = [*COMMON, "backend=sagemaker", "tune.job_name=hb-1", "tune.strategy=Hyperband",
-                 "tune.early_stopping_type=Off", "trainer.max_epochs=9", f"paths.output_dir={tmp_path}"]  # fmt: skip
+    overrides = [
+        *COMMON,
+        "backend=sagemaker",
+        "tune.job_name=hb-1",
+        "tune.strategy=Hyperband",
+        "tune.early_stopping_type=Off",
+        "trainer.max_epochs=9",
+        f"paths.output_dir={tmp_path}",
+    ]
     with pytest.raises(Exception, match="create_hyper_parameter_tuning_job|CreateHyperParameterTuningJob"):
         tune.run(compose("launch_tune", overrides), overrides)
     config = made["params"]["CreateHyperParameterTuningJob"][0]["HyperParameterTuningJobConfig"]
