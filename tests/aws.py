@@ -2,23 +2,41 @@
 
 ``mocked_aws``: moto in-process with fake credentials in us-east-1, a bucket named ``bkt``, and a record of
 any SDK telemetry request (asserted empty: the launcher opts out), for whichever SageMaker SDK is installed
-(v2 in ``.venv``, v3 in ``.venv-v3``). v2 re-validates its defaults config with jsonschema on every lookup
-(~20 per ``fit``); that validation is memoised per distinct config, which changes no result and keeps the
-tests fast. ``stub_session``: the launcher's sessions answer SageMaker calls from a botocore Stubber.
+(v2 in ``.venv``, v3 in ``.venv-v3``). Both SDKs re-validate the whole defaults config with jsonschema on
+every config lookup (~20 per v2 ``fit``, ~11 per v3 training request; the launcher's telemetry opt-out makes
+the config non-empty); that validation is memoised per distinct config, and one botocore loader serves every
+session (each command's new boto3 session would re-parse the service models): neither changes a result, and
+together they halve the launcher tests' CPU. ``stub_session``: the launcher's sessions answer SageMaker calls from a botocore Stubber.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import botocore.loaders
+import botocore.session
 import pytest
 from botocore.stub import Stubber
 
 SDK = "v" + importlib.metadata.version("sagemaker").split(".", 1)[0]
+
+
+def _validate_once(validate: Callable[[dict | None], None]) -> Callable[[dict | None], None]:
+    """The SDK's ``validate_sagemaker_config``, run once per distinct config."""
+    valid: set[str] = set()
+
+    def once(config: dict | None = None) -> None:
+        key = json.dumps(config, sort_keys=True, default=str)
+        if key not in valid:
+            validate(config)
+            valid.add(key)
+
+    return once
 
 
 def _quiet_v2(monkeypatch: pytest.MonkeyPatch, sent: list) -> None:
@@ -27,27 +45,33 @@ def _quiet_v2(monkeypatch: pytest.MonkeyPatch, sent: list) -> None:
     from sagemaker.config import validate_sagemaker_config
     from sagemaker.telemetry import telemetry_logging
 
-    valid: set[str] = set()
-
-    def validate_once(config: dict | None = None) -> None:
-        key = json.dumps(config, sort_keys=True, default=str)
-        if key not in valid:
-            validate_sagemaker_config(config)
-            valid.add(key)
-
-    monkeypatch.setattr(sagemaker.utils, "validate_sagemaker_config", validate_once)
-    monkeypatch.setattr(sagemaker.session, "validate_sagemaker_config", validate_once)
+    once = _validate_once(validate_sagemaker_config)
+    monkeypatch.setattr(sagemaker.utils, "validate_sagemaker_config", once)
+    monkeypatch.setattr(sagemaker.session, "validate_sagemaker_config", once)
     monkeypatch.setattr(telemetry_logging, "_send_telemetry_request", lambda *a, **k: sent.append(a))
 
 
 def _quiet_v3(monkeypatch: pytest.MonkeyPatch, sent: list) -> None:
+    from sagemaker.core.config.config import validate_sagemaker_config
+    from sagemaker.core.config.config_manager import SageMakerConfig
+    from sagemaker.core.helper import session_helper
     from sagemaker.core.telemetry import telemetry_logging
     from sagemaker.core.utils.utils import SageMakerClient
 
+    once = _validate_once(validate_sagemaker_config)
+    monkeypatch.setattr(session_helper, "validate_sagemaker_config", once)
+    monkeypatch.setattr(SageMakerConfig, "validate_sagemaker_config", staticmethod(once))
     monkeypatch.setattr(telemetry_logging, "_send_telemetry_request", lambda *a, **k: sent.append(a))
     # v3 checks the execution role client-side with iam:SimulatePrincipalPolicy, which moto lacks.
     monkeypatch.setenv("SAGEMAKER_VALIDATE_ROLE", "false")
     SageMakerClient.reset()  # its clients are cached per boto3 session: none from an earlier test's moto
+
+
+@functools.cache
+def _shared_loader(data_path: str | None = None) -> botocore.loaders.Loader:
+    """One botocore data loader for the process: each new boto3 session (one per launch command) would
+    otherwise parse the same service-model JSON again."""
+    return botocore.loaders.create_loader(data_path)
 
 
 @contextmanager
@@ -62,6 +86,7 @@ def mocked_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
         monkeypatch.setenv(name, value)
     sent: list = []
     (_quiet_v2 if SDK == "v2" else _quiet_v3)(monkeypatch, sent)
+    monkeypatch.setattr(botocore.session, "create_loader", _shared_loader)
     with mock_aws():
         boto3.client("s3").create_bucket(Bucket="bkt")
         yield {"account": "123456789012", "region": "us-east-1", "telemetry": sent}

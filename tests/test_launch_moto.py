@@ -1,7 +1,9 @@
 """train → tune → deploy → invoke → delete on moto, through whichever SDK is installed (``make test`` runs
 v2 and v3). A local dataset is uploaded, the job's artifact is a model.tar.gz in moto's S3 (moto completes
 jobs at once and answers invocations with queued data), and nothing sleeps: ``time.sleep`` fails the test, and
-the SDK's telemetry request is asserted never to be sent."""
+the SDK's telemetry request is asserted never to be sent. The SDK's own telemetry check is also run on a
+session the launcher made: v3's training path (``TrainingJob.create``) carries no telemetry decorator today,
+so that test is what shows the opt-out reaches v3."""
 
 from __future__ import annotations
 
@@ -107,3 +109,36 @@ def test_train_tune_deploy_invoke_delete(
     assert sm.list_endpoints()["Endpoints"] == [] and sm.list_models()["Models"] == []
     assert sm.list_endpoint_configs()["EndpointConfigs"] == []
     assert aws["telemetry"] == []
+
+
+def _sdk_telemetry() -> tuple:
+    """The installed SDK's telemetry decorator and one of its features (v2: ``Estimator.fit``'s, v3:
+    ``ModelTrainer.train``'s)."""
+    if SDK == "v2":
+        from sagemaker.telemetry.constants import Feature
+        from sagemaker.telemetry.telemetry_logging import _telemetry_emitter
+
+        return _telemetry_emitter, Feature.ESTIMATOR_V2
+    from sagemaker.core.telemetry.constants import Feature
+    from sagemaker.core.telemetry.telemetry_logging import _telemetry_emitter
+
+    return _telemetry_emitter, Feature.MODEL_TRAINER
+
+
+@pytest.mark.parametrize("telemetry", [False, True])
+def test_sdk_telemetry_is_sent_only_with_launch_telemetry(aws: dict, telemetry: bool) -> None:
+    from launch.session import make_session
+
+    emitter, feature = _sdk_telemetry()
+    session = make_session(compose("launch_train", [f"launch.telemetry={str(telemetry).lower()}"]).launch)
+
+    class Job:
+        sagemaker_session = session.native
+
+        @emitter(feature=feature, func_name="dogbreed.test")
+        def run(self) -> str:
+            return "ran"
+
+    assert Job().run() == "ran"
+    assert len(aws["telemetry"]) == int(telemetry)
+    aws["telemetry"].clear()  # the fixture asserts that nothing was sent
