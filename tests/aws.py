@@ -6,7 +6,8 @@ any SDK telemetry request (asserted empty: the launcher opts out), for whichever
 every config lookup (~20 per v2 ``fit``, ~11 per v3 training request; the launcher's telemetry opt-out makes
 the config non-empty); that validation is memoised per distinct config, and one botocore loader serves every
 session (each command's new boto3 session would re-parse the service models): neither changes a result, and
-together they halve the launcher tests' CPU. ``stub_session``: the launcher's sessions answer SageMaker calls from a botocore Stubber.
+together they halve the launcher tests' CPU. ``stub_session``: the launcher's sessions answer SageMaker calls
+from a botocore Stubber.
 """
 
 from __future__ import annotations

@@ -142,3 +142,30 @@ def test_sdk_telemetry_is_sent_only_with_launch_telemetry(aws: dict, telemetry: 
     assert Job().run() == "ran"
     assert len(aws["telemetry"]) == int(telemetry)
     aws["telemetry"].clear()  # the fixture asserts that nothing was sent
+
+
+def test_v3s_role_check_against_moto_names_the_switch(
+    aws: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """SDK v3 checks launch.role with iam:SimulatePrincipalPolicy, which moto lacks: the error says how to
+    skip the check. v2 has no client-side role check: the same command creates the job."""
+    import boto3
+
+    from dogbreed.config import ConfigError
+    from launch import train
+
+    monkeypatch.delenv("SAGEMAKER_VALIDATE_ROLE", raising=False)
+    overrides = [
+        f"launch.role={ROLE}",
+        "launch.bucket=bkt",
+        "launch.inputs=s3://bkt/data",
+        "launch.wait=false",
+        f"launch.job_name={JOB}",
+        f"paths.output_dir={tmp_path}",
+    ]
+    if SDK == "v3":
+        with pytest.raises(ConfigError, match="Set SAGEMAKER_VALIDATE_ROLE=false to skip"):
+            train.run(compose("launch_train", overrides), overrides)
+        assert boto3.client("sagemaker").list_training_jobs()["TrainingJobSummaries"] == []
+    else:
+        assert train.run(compose("launch_train", overrides), overrides)["training_job"] == JOB
