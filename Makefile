@@ -15,7 +15,8 @@ PY3 := $(VENV3)/bin/python
 STAMP3 := $(VENV3)/.installed
 V3_PINS := sagemaker==3.27.0 s3fs==2026.9.0 moto[server]==5.2.5 hydra-core==1.3.8 omegaconf==2.3.1 \
 	pytest==9.2.0 pytest-timeout==2.4.0
-# The launcher's tests (the in-job shim and the lock check need the full .venv).
+# The launcher's tests (the in-job shim and the lock check need the full .venv). `make test-v3` is a slow
+# lane (.ci/run runs it after `make test`): all of them, the moto_server CLI test included.
 LAUNCH_TESTS := tests/test_launch_stubber.py tests/test_launch_deploy.py tests/test_launch_moto.py \
 	tests/test_launch_cli.py tests/test_launch_source.py
 
@@ -27,7 +28,7 @@ help:
 	@echo "make test-slow  run the slow tests too"
 	@echo "make lint       ruff"
 	@echo "make .venv      only create/update the virtual environment"
-	@echo "make test-v3    the launcher's tests under SageMaker SDK v3 (creates .venv-v3)"
+	@echo "make test-v3    slow lane: the launcher's tests under SageMaker SDK v3 (creates .venv-v3)"
 	@echo "make job-requirements  regenerate launch/job-requirements.txt (the job's pins) from .venv"
 
 .venv: $(STAMP)
@@ -48,7 +49,7 @@ $(STAMP3): pyproject.toml Makefile
 	touch $(STAMP3)
 
 test-v3: .venv-v3
-	$(PY3) -m pytest -q $(LAUNCH_TESTS)
+	$(PY3) -m pytest -q -m 'slow or not slow' $(LAUNCH_TESTS)
 
 job-requirements: .venv
 	$(PY) -m launch.source --write
@@ -63,9 +64,8 @@ browser:
 	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } ; } || \
 	  echo "chromium/chromedriver missing: install Debian's chromium and chromium-driver for the browser tests"
 
-test: .venv browser .venv-v3
+test: .venv browser
 	$(PY) -m pytest -q
-	$(PY3) -m pytest -q $(LAUNCH_TESTS)
 
 test-slow: .venv browser
 	$(PY) -m pytest -q -m slow
