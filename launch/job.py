@@ -156,6 +156,23 @@ def _rules(nodes: Mapping[str, Any] | None) -> dict[str, dict[str, str]]:
             if node is not None}  # fmt: skip
 
 
+def sends_debugger_hook(session: Session, launch: DictConfig) -> bool:
+    """Whether the training job gets AWS's Debugger hook config (``launch.debugger.builtin_rules`` and
+    ``.enabled``, with an SDK that can send it: v2)."""
+    dbg = launch.get("debugger") or {}
+    return bool(dbg.get("builtin_rules", False) and dbg.get("enabled", True) and session.sdk.BUILTIN_DEBUGGER)
+
+
+def job_extras(session: Session, launch: DictConfig) -> list[str]:
+    """The project extras the training job installs: ``launch.extras``, plus ``smdebug`` when the job gets
+    the Debugger hook config. Only then does the in-job debugger have a SageMaker hook to feed (for AWS's
+    rule containers); our own rules and reports need no smdebug."""
+    extras = list(launch.extras or [])
+    if sends_debugger_hook(session, launch) and "smdebug" not in extras:
+        extras.append("smdebug")
+    return extras
+
+
 def builtin_debugger(session: Session, launch: DictConfig, output_path: str) -> BuiltinDebugger | None:
     """AWS Debugger/Profiler resources from ``launch.debugger``/``launch.profiler``;
     None unless ``launch.debugger.builtin_rules`` (and the SDK can send them: v3 cannot)."""
@@ -172,7 +189,7 @@ def builtin_debugger(session: Session, launch: DictConfig, output_path: str) -> 
         )
         return None
     hook = None
-    if dbg.get("enabled", True):
+    if sends_debugger_hook(session, launch):
         node = OmegaConf.to_container(dbg.hook, resolve=True)
         hook = {
             "s3_output_path": node.get("s3_output_path") or f"{output_path}/debug-output",

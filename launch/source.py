@@ -7,7 +7,7 @@ installed versions of everything the project's dependencies pull in (torch, torc
 installer tooling excluded: the image ships them), written by ``python -m launch.source --write``
 (``make job-requirements``) from the CI environment; a test fails when it no longer matches it.
 
-    python -m launch.source              # print requirements.txt for the default extras
+    python -m launch.source              # print requirements.txt for the default launch.extras
     python -m launch.source --write      # regenerate launch/job-requirements.txt from this environment
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from dogbreed.config import CONFIG_DIR, ConfigError
+from dogbreed.config import CONFIG_DIR, ConfigError, compose
 
 ENTRY_POINT = "sagemaker_entry.py"
 ENTRY_SOURCE = (
@@ -146,12 +146,13 @@ def staged_source(extras: Sequence[str]) -> Iterator[Path]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m launch.source", description=__doc__.split("\n\n")[0])
     parser.add_argument("--write", action="store_true", help=f"regenerate {LOCK} from this environment")
-    parser.add_argument("--extras", nargs="*", default=["smdebug", "gpu"], help="extras to print pins for")
+    parser.add_argument("--extras", nargs="*", help="extras to print pins for (default: launch.extras)")
     args = parser.parse_args(argv)
     if args.write:
         print(f"wrote {write_lock()}")
     else:
-        print("\n".join(requirements(args.extras)))
+        extras = args.extras if args.extras is not None else list(compose("launch_train", []).launch.extras)
+        print("\n".join(requirements(extras)))
     return 0
 
 

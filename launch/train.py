@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 
 from dogbreed.config import CONFIG_DIR, validate
 from launch.cli import run_main, task_overrides, write_json
-from launch.job import explained_rejection, job_name, training_job
+from launch.job import explained_rejection, job_extras, job_name, training_job
 from launch.session import TERMINAL, Session, console_url, make_session, timeout_s, wait_until
 from launch.source import staged_source
 
@@ -59,7 +59,7 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> dict[str, Any]:
     launch = cfg.launch
     session = make_session(launch)
     name = job_name(session, launch)
-    with staged_source(list(launch.extras or [])) as source:
+    with staged_source(job_extras(session, launch)) as source:
         job = training_job(cfg, session, overrides, source, name)
         with explained_rejection(job):
             session.sdk.start_training(session, job)

@@ -7,14 +7,16 @@ every config lookup (~20 per v2 ``fit``, ~11 per v3 training request; the launch
 the config non-empty); that validation is memoised per distinct config, and one botocore loader serves every
 session (each command's new boto3 session would re-parse the service models): neither changes a result, and
 together they halve the launcher tests' CPU. ``stub_session``: the launcher's sessions answer SageMaker calls
-from a botocore Stubber.
+from a botocore Stubber. ``staged_requirements``: the job's requirements.txt as the launcher uploaded it.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.metadata
+import io
 import json
+import tarfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -114,3 +116,20 @@ def stub_session(module: Any, monkeypatch: pytest.MonkeyPatch, plan: Callable[[S
 
     monkeypatch.setattr(module, "make_session", make)
     return made
+
+
+def staged_requirements(bucket: str = "bkt") -> list[str]:
+    """The requirements.txt of the job code uploaded to moto's ``bucket`` (v2: inside sourcedir.tar.gz; v3:
+    a file of ModelTrainer's ``code`` channel)."""
+    import boto3
+
+    s3 = boto3.client("s3")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    for key in keys:
+        if key.endswith("/code/requirements.txt"):
+            return s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode().splitlines()
+        if key.endswith("/sourcedir.tar.gz"):
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+                return tar.extractfile("requirements.txt").read().decode().splitlines()
+    raise AssertionError(f"no job requirements.txt in s3://{bucket}: {keys}")

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aws import SDK, stub_session
+from aws import SDK, staged_requirements, stub_session
 from botocore.stub import ANY, Stubber
+from packaging.requirements import Requirement
 
 from dogbreed.config import ConfigError, compose
 
@@ -133,6 +134,10 @@ def described(name: str) -> dict[str, Any]:
     }
 
 
+def staged_packages() -> set[str]:
+    return {Requirement(line).name for line in staged_requirements()}
+
+
 def create_training(stubber: Stubber, expected: dict[str, Any]) -> None:
     """The create call, and the describe v3's ``TrainingJob.create`` makes right after it."""
     stubber.add_response("create_training_job", {"TrainingJobArn": "arn:x"}, expected)
@@ -145,7 +150,8 @@ def create_training(stubber: Stubber, expected: dict[str, Any]) -> None:
 def test_create_training_job_without_debugger_and_wait(
     aws: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """The default job: no AWS Debugger resource at all (a new account has none), followed to its end."""
+    """The default job: no AWS Debugger resource at all (a new account has none), so no smdebug in the job
+    either, followed to its end."""
     from launch import train
 
     name = "dogbreed-test-1"
@@ -166,13 +172,15 @@ def test_create_training_job_without_debugger_and_wait(
         f"{name}/output/model.tar.gz"
     )
     assert record["hyperparameters"] == {"model": "resnet18", "model.lr": "0.003"}  # the same under both SDKs
+    assert "smdebug" not in staged_packages() and {"lightning", "nvidia-ml-py"} <= staged_packages()
 
 
 def test_builtin_debugger_rules_and_a_rejection_that_names_the_switch(
     aws: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """launch.debugger.builtin_rules=true: v2 sends the hook, the rules and ProfilerReport, and an account
-    without Debugger gets an error that says which switch to flip; v3 cannot send them and says so."""
+    """launch.debugger.builtin_rules=true: v2 sends the hook, the rules and ProfilerReport, the job installs
+    smdebug to feed that hook, and an account without Debugger gets an error that says which switch to flip;
+    v3 cannot send them and says so (and the job gets no smdebug)."""
     from launch import train
 
     name = "dogbreed-test-dbg"
@@ -234,6 +242,7 @@ def test_builtin_debugger_rules_and_a_rejection_that_names_the_switch(
     ]
     with caplog.at_level(logging.WARNING, logger="launch"):
         train.run(compose("launch_train", overrides), overrides)
+    assert ("smdebug" in staged_packages()) is (SDK == "v2")
     if SDK == "v3":
         made["stubber"].assert_no_pending_responses()
         assert "has no effect with SageMaker SDK v3" in caplog.text
