@@ -32,6 +32,7 @@ from omegaconf import DictConfig
 from dogbreed.config import CONFIG_DIR, ConfigError
 from launch.cli import run_main, write_json
 from launch.job import Endpoint, Image, Model
+from launch.sdk.common import create_endpoint, create_model
 from launch.session import Session, check_status, console_url, make_session, timeout_s, wait_until
 
 log = logging.getLogger("launch.deploy")
@@ -152,8 +153,8 @@ def deploy(cfg: DictConfig) -> Predictor:
     session = make_session(launch)
     name = d.get("endpoint_name") or session.sdk.unique_name(f"{launch.base_job_name}-endpoint")
     model, endpoint = model_spec(cfg, session, name), endpoint_spec(cfg, name)
-    session.sdk.create_model(session, model, endpoint.instance_type)
-    session.sdk.create_endpoint(session, model.name, endpoint)
+    create_model(session, model, endpoint.instance_type)
+    create_endpoint(session, model.name, endpoint)
     print(f"endpoint={name}", flush=True)
     print(f"model_data={model.model_data}", flush=True)
     print(f"Follow it at {console_url(session.region, 'endpoints', name)}", flush=True)

@@ -3,7 +3,8 @@
 A training job is a ``sagemaker.pytorch.PyTorch`` estimator (the code goes to S3 as ``sourcedir.tar.gz``
 and the PyTorch image's training toolkit runs ``sagemaker_entry.py``), a tuning job a
 ``sagemaker.tuner.HyperparameterTuner`` over it, and models and endpoints are made with the Session's
-``create_model`` and ``endpoint_from_production_variants``. Maintenance mode; end of support 2027-07-06.
+``create_model`` and ``endpoint_from_production_variants`` (``launch.sdk.common``, through ``HELPERS``).
+Maintenance mode; end of support 2027-07-06.
 """
 
 from __future__ import annotations
@@ -20,13 +21,18 @@ if logging.getLogger("sagemaker.config").level == logging.NOTSET:
 
 import boto3  # noqa: E402
 import sagemaker  # noqa: E402
+from sagemaker import image_uris  # noqa: E402
+from sagemaker.serverless import ServerlessInferenceConfig  # noqa: E402
+from sagemaker.session import container_def, production_variant  # noqa: E402
 
 from launch import job as spec  # noqa: E402
+from launch.sdk.common import Helpers, tuner_arguments  # noqa: E402
 from launch.session import Session, sdk_config  # noqa: E402
 from launch.space import sagemaker_range  # noqa: E402
 
 NAME = "v2"
 BUILTIN_DEBUGGER = True
+HELPERS = Helpers(image_uris, ServerlessInferenceConfig, container_def, production_variant)
 log = logging.getLogger("launch")
 
 
@@ -48,23 +54,6 @@ def unique_name(base: str, max_length: int = 63, short: bool = False) -> str:
     from sagemaker.utils import name_from_base
 
     return name_from_base(base, max_length=max_length, short=short)
-
-
-def image_uri(native: sagemaker.Session, image: spec.Image, scope: str, instance_type: str | None) -> str:
-    from sagemaker import image_uris
-    from sagemaker.serverless import ServerlessInferenceConfig
-
-    if image.uri:
-        return image.uri
-    return image_uris.retrieve(
-        "pytorch",
-        native.boto_region_name,
-        version=image.framework_version,
-        py_version=image.py_version,
-        instance_type=instance_type,
-        image_scope=scope,
-        serverless_inference_config=None if instance_type else ServerlessInferenceConfig(),
-    )
 
 
 def _debugger_kwargs(job: spec.TrainingJob) -> dict[str, Any]:
@@ -178,49 +167,12 @@ def start_tuning(sess: Session, tuning: spec.Tuning) -> None:
         warm_start = sdk.WarmStartConfig(sdk.WarmStartTypes(kind), parents=set(parents))
     tuner = sdk.HyperparameterTuner(
         _estimator(sess, tuning.training, with_debugger=False),
-        objective_metric_name=tuning.objective,
-        # The tuner does not take them from a framework estimator: without them SageMaker finds no objective.
-        metric_definitions=tuning.training.metric_definitions,
-        objective_type=tuning.objective_type,
         hyperparameter_ranges={key: sagemaker_range(p, sdk) for key, p in tuning.ranges.items()},
-        strategy=tuning.strategy,
-        max_jobs=tuning.max_jobs,
-        max_parallel_jobs=tuning.max_parallel_jobs,
-        early_stopping_type=tuning.early_stopping_type,
-        random_seed=tuning.random_seed,
-        max_runtime_in_seconds=tuning.max_runtime_s,
         strategy_config=strategy_config,
         warm_start_config=warm_start,
-        base_tuning_job_name=tuning.training.base_job_name,
+        **tuner_arguments(tuning),
     )
     tuner.fit(_inputs(tuning.training), job_name=tuning.name, wait=False)
-
-
-def create_model(sess: Session, model: spec.Model, instance_type: str | None) -> None:
-    """CreateModel: the image (for ``instance_type``; None = serverless) serving ``model.model_data``."""
-    from sagemaker.session import container_def
-
-    image = image_uri(sess.native, model.image, "inference", instance_type)
-    sess.native.create_model(
-        model.name, model.role, container_def(image, model.model_data, dict(model.environment))
-    )
-
-
-def create_endpoint(sess: Session, model_name: str, endpoint: spec.Endpoint) -> None:
-    """CreateEndpointConfig + CreateEndpoint, both named ``endpoint.name`` (returns at once)."""
-    from sagemaker.session import production_variant
-
-    serverless = None
-    if endpoint.serverless is not None:
-        memory, concurrency = endpoint.serverless
-        serverless = {"MemorySizeInMB": memory, "MaxConcurrency": concurrency}
-    variant = production_variant(
-        model_name=model_name,
-        instance_type=endpoint.instance_type,
-        initial_instance_count=endpoint.instance_count,
-        serverless_inference_config=serverless,
-    )
-    sess.native.endpoint_from_production_variants(endpoint.name, [variant], wait=False)
 
 
 def follow_logs(sess: Session, name: str, poll_s: float, timeout_s: float) -> None:

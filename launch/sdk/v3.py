@@ -5,7 +5,8 @@ A training job is a ``sagemaker.train.ModelTrainer`` (``SourceCode``/``Compute``
 ``sm_drivers`` input channels and ``sm_train.sh`` runs ``sagemaker_entry.py`` with its own ``SM_*``
 variables), a tuning job a ``sagemaker.train.tuner.HyperparameterTuner`` over it (its training jobs run the
 image's training toolkit: the tuning API takes no container entrypoint), and models and endpoints are
-made with v3's ``Session`` helpers (``create_model``, ``endpoint_from_production_variants``).
+made with v3's ``Session`` helpers (``create_model``, ``endpoint_from_production_variants``; see
+``launch.sdk.common``).
 
 Workarounds, each for something v3 3.27 does not offer (see the README, "On SageMaker"):
 - ``ModelTrainer.train()`` always names the job ``<base_job_name>-<timestamp>``; to honour
@@ -28,18 +29,22 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
-from sagemaker.core import parameter, shapes
+from sagemaker.core import image_uris, parameter, shapes
 from sagemaker.core.helper.session_helper import Session as NativeSession
+from sagemaker.core.helper.session_helper import container_def, production_variant
+from sagemaker.core.serverless_inference_config import ServerlessInferenceConfig
 from sagemaker.core.utils.exceptions import FailedStatusError, TimeoutExceededError
 from sagemaker.train.tuner import HyperparameterTuner
 
 from dogbreed.config import ConfigError
 from launch import job as spec
+from launch.sdk.common import Helpers, image_uri, tuner_arguments
 from launch.session import Session, sdk_config
 from launch.space import sagemaker_range
 
 NAME = "v3"
 BUILTIN_DEBUGGER = False  # ModelTrainer has no Debugger or profiler arguments
+HELPERS = Helpers(image_uris, ServerlessInferenceConfig, container_def, production_variant)
 LIMITS = (
     "ModelTrainer has no Debugger or profiler settings (launch.debugger.builtin_rules is ignored; the in-job "
     "reports/debugger.* and reports/profiler.* are written either way); training jobs run through v3's "
@@ -75,23 +80,6 @@ def unique_name(base: str, max_length: int = 63, short: bool = False) -> str:
     return name_from_base(base, max_length=max_length, short=short)
 
 
-def image_uri(native: NativeSession, image: spec.Image, scope: str, instance_type: str | None) -> str:
-    from sagemaker.core import image_uris
-    from sagemaker.core.serverless_inference_config import ServerlessInferenceConfig
-
-    if image.uri:
-        return image.uri
-    return image_uris.retrieve(
-        "pytorch",
-        native.boto_region_name,
-        version=image.framework_version,
-        py_version=image.py_version,
-        instance_type=instance_type,
-        image_scope=scope,
-        serverless_inference_config=None if instance_type else ServerlessInferenceConfig(),
-    )
-
-
 def _trainer(sess: Session, job: spec.TrainingJob):
     from sagemaker.core.training.configs import (
         CheckpointConfig,
@@ -110,7 +98,7 @@ def _trainer(sess: Session, job: spec.TrainingJob):
     stopping = StoppingCondition(max_runtime_in_seconds=job.max_run_s)
     if job.max_wait_s is not None:
         stopping.max_wait_time_in_seconds = job.max_wait_s
-    image = image_uri(sess.native, job.image, "training", job.instance_type)
+    image = image_uri(sess, job.image, "training", job.instance_type)
     with _explained_role_check():
         trainer = ModelTrainer(
             sagemaker_session=sess.native,
@@ -224,51 +212,12 @@ def start_tuning(sess: Session, tuning: spec.Tuning) -> None:
         )
     tuner = _Tuner(
         model_trainer=trainer,
-        objective_metric_name=tuning.objective,
-        metric_definitions=job.metric_definitions,
-        objective_type=tuning.objective_type,
         hyperparameter_ranges={key: sagemaker_range(p, parameter) for key, p in tuning.ranges.items()},
-        strategy=tuning.strategy,
-        max_jobs=tuning.max_jobs,
-        max_parallel_jobs=tuning.max_parallel_jobs,
-        early_stopping_type=tuning.early_stopping_type,
-        random_seed=tuning.random_seed,
-        max_runtime_in_seconds=tuning.max_runtime_s,
         strategy_config=strategy_config,
         warm_start_config=warm_start,
-        base_tuning_job_name=job.base_job_name,
+        **tuner_arguments(tuning),
     )
     tuner.tune(inputs=_inputs(job) or None, job_name=tuning.name, wait=False)
-
-
-def create_model(sess: Session, model: spec.Model, instance_type: str | None) -> None:
-    """CreateModel: the image (for ``instance_type``; None = serverless) serving ``model.model_data``.
-
-    v3's Session helper rather than ``sagemaker.core.resources.Model.create``, which describes the model it
-    made and fails validating an empty ``VpcConfig`` (as moto returns it)."""
-    from sagemaker.core.helper.session_helper import container_def
-
-    image = image_uri(sess.native, model.image, "inference", instance_type)
-    sess.native.create_model(
-        model.name, model.role, container_def(image, model.model_data, dict(model.environment))
-    )
-
-
-def create_endpoint(sess: Session, model_name: str, endpoint: spec.Endpoint) -> None:
-    """CreateEndpointConfig + CreateEndpoint, both named ``endpoint.name`` (returns at once)."""
-    from sagemaker.core.helper.session_helper import production_variant
-
-    serverless = None
-    if endpoint.serverless is not None:
-        memory, concurrency = endpoint.serverless
-        serverless = {"MemorySizeInMB": memory, "MaxConcurrency": concurrency}
-    variant = production_variant(
-        model_name=model_name,
-        instance_type=endpoint.instance_type,
-        initial_instance_count=endpoint.instance_count,
-        serverless_inference_config=serverless,
-    )
-    sess.native.endpoint_from_production_variants(endpoint.name, [variant], wait=False)
 
 
 def follow_logs(sess: Session, name: str, poll_s: float, timeout_s: float) -> None:
