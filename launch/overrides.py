@@ -75,3 +75,24 @@ def from_hyperparameter(key: str, value: str) -> str:
         if isinstance(decoded, str):
             return f"{key}={hydra_value(decoded)}"
     return f"{key}={value}"
+
+
+# SDK v3's job driver (sm_train.sh) exports every hyperparameter as the shell variable SM_HP_<NAME> and
+# stops at the first name a shell rejects ("export: `SM_HP_MODEL.LR=…': not a valid identifier"): names may
+# hold only letters, digits, "_" and "-". Under v3 a dotted key travels with "__" for each ".".
+V3_DOT = "__"
+
+
+def v3_hyperparameter_name(key: str) -> str:
+    """``model.lr`` → ``model__lr``, a hyperparameter name SDK v3's driver can export."""
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", key) or V3_DOT in key:
+        raise ValueError(
+            f"hyperparameter {key!r} cannot pass through SDK v3's job driver: use letters, digits, '_', "
+            "'-' and '.' only (no '+'/'~' prefix, no '__')"
+        )
+    return key.replace(".", V3_DOT)
+
+
+def from_v3_hyperparameter_name(name: str) -> str:
+    """Inverse of :func:`v3_hyperparameter_name` (names without ``__`` are returned unchanged)."""
+    return name.replace(V3_DOT, ".")

@@ -3,7 +3,8 @@
 SageMaker runs ``python sagemaker_entry.py --model.lr 0.01 --model.optimizer '"adam"' …`` with ``SM_*``
 environment variables. This shim turns that into a ``python -m dogbreed.train`` invocation:
 
-- ``--key value`` / ``--key=value`` hyperparameters (JSON-quoted categoricals decoded) → ``key=value``;
+- ``--key value`` / ``--key=value`` hyperparameters (JSON-quoted categoricals decoded; ``model__lr``, how
+  SDK v3's driver must receive ``model.lr``, read as ``model.lr``) → ``key=value``;
   SageMaker's own (``sagemaker_*``, ``_tuning_objective_metric``) are dropped; plain ``key=value`` passes
   through;
 - ``SM_CHANNEL_TRAIN/VALID/TEST`` → ``data.root`` (one ``SM_CHANNEL_TRAINING`` holding all three works too);
@@ -31,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from launch.overrides import from_hyperparameter, hydra_value, split_override
+from launch.overrides import from_hyperparameter, from_v3_hyperparameter_name, hydra_value, split_override
 
 log = logging.getLogger("launch.shim")
 CHECKPOINT_DIR = "/opt/ml/checkpoints"
@@ -63,7 +64,7 @@ def parse_args(argv: Sequence[str]) -> list[str]:
                 value = argv[i + 1] if has_value else "true"
                 i += 1 if has_value else 0
             if not (key.startswith("sagemaker_") or key.startswith("_")):
-                overrides.append(from_hyperparameter(key, value))
+                overrides.append(from_hyperparameter(from_v3_hyperparameter_name(key), value))
         elif "=" in token or token.startswith("~"):
             overrides.append(token)
         else:

@@ -19,6 +19,7 @@ from botocore.stub import ANY, Stubber
 from packaging.requirements import Requirement
 
 from dogbreed.config import ConfigError, compose
+from launch.shim import parse_args
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.8.0-gpu-py312"
@@ -61,6 +62,7 @@ COMMON = [
     "model=resnet18",
     "model.lr=0.003",
 ]
+DRIVER_LR = "model__lr" if SDK == "v3" else "model.lr"
 V3_ENTRYPOINT = {
     "ContainerEntrypoint": ["/bin/bash"],
     "ContainerArguments": [
@@ -103,7 +105,8 @@ def training_request(name: str, extra_channels: list | None = None, isolated: bo
         "OutputDataConfig": {"S3OutputPath": "s3://bkt/dogbreed/jobs"},
         "ResourceConfig": {"VolumeSizeInGB": 50, "InstanceCount": 1, "InstanceType": "ml.g4dn.xlarge"},
         "StoppingCondition": {"MaxRuntimeInSeconds": 86400},
-        "HyperParameters": hyperparameters(name, {"model": "resnet18", "model.lr": "0.003"}, isolated),
+        # v3's driver exports each as SM_HP_<NAME>, which a "." would break: model.lr travels as model__lr.
+        "HyperParameters": hyperparameters(name, {"model": "resnet18", DRIVER_LR: "0.003"}, isolated),
     }
     if SDK == "v2":
         request["AlgorithmSpecification"]["EnableSageMakerMetricsTimeSeries"] = True
@@ -172,6 +175,8 @@ def test_create_training_job_without_debugger_and_wait(
         f"{name}/output/model.tar.gz"
     )
     assert record["hyperparameters"] == {"model": "resnet18", "model.lr": "0.003"}  # the same under both SDKs
+    argv = [token for key, value in sent["HyperParameters"].items() for token in (f"--{key}", value)]
+    assert {"model=resnet18", "model.lr=0.003"} <= set(parse_args(argv))  # what the job's shim reads back
     assert "smdebug" not in staged_packages() and {"lightning", "nvidia-ml-py"} <= staged_packages()
 
 

@@ -15,6 +15,9 @@ Workarounds, each for something v3 3.27 does not offer (see the README, "On Sage
   ``_Tuner`` puts it back.
 - ModelTrainer has no Debugger or profiler arguments (``BUILTIN_DEBUGGER = False``):
   ``launch.debugger.builtin_rules=true`` is ignored with a warning; the in-job reports are written either way.
+- v3's driver exports each hyperparameter as the shell variable ``SM_HP_<NAME>`` and stops at a name a shell
+  rejects (``SM_HP_MODEL.LR``): a training job's dotted keys travel as ``model__lr`` (``launch.overrides``;
+  the shim reads them back). A tuning job's training jobs run the toolkit, which takes them as they are.
 - ModelTrainer checks the execution role with ``iam:SimulatePrincipalPolicy`` when it is built; when that
   call itself fails (moto has no such API) the error says how to skip the check (``SAGEMAKER_VALIDATE_ROLE``).
 """
@@ -22,8 +25,9 @@ Workarounds, each for something v3 3.27 does not offer (see the README, "On Sage
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import boto3
@@ -38,6 +42,7 @@ from sagemaker.train.tuner import HyperparameterTuner
 
 from dogbreed.config import ConfigError
 from launch import job as spec
+from launch.overrides import v3_hyperparameter_name
 from launch.sdk.common import Helpers, image_uri, tuner_arguments
 from launch.session import Session, sdk_config
 from launch.space import sagemaker_range
@@ -166,11 +171,19 @@ def _inputs(job: spec.TrainingJob) -> list[Any]:
     ]
 
 
+def _driver_hyperparameters(hyperparameters: Mapping[str, str]) -> dict[str, str]:
+    """The names v3's driver can export as ``SM_HP_<NAME>`` (``model.lr`` → ``model__lr``)."""
+    try:
+        return {v3_hyperparameter_name(key): value for key, value in hyperparameters.items()}
+    except ValueError as exc:
+        raise ConfigError(f"launch.sdk=v3: {exc}") from None
+
+
 def start_training(sess: Session, job: spec.TrainingJob) -> None:
     """CreateTrainingJob named ``job.name`` (returns at once; see the module docstring)."""
     from sagemaker.core.resources import TrainingJob
 
-    trainer = _trainer(sess, job)
+    trainer = _trainer(sess, replace(job, hyperparameters=_driver_hyperparameters(job.hyperparameters)))
     request = trainer._create_training_job_args(input_data_config=_inputs(job))
     request["training_job_name"] = job.name
     try:
