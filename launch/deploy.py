@@ -6,8 +6,10 @@ job's artifact). model.tar.gz already holds model.pt and code/inference.py, so i
 PyTorch inference image (deploy.framework_version, default 2.6.0/py312). deploy.instance_type and
 deploy.instance_count size it; deploy.serverless.enabled=true makes a serverless endpoint instead.
 deploy.images=[a.jpg,b.png] sends images once it is InService (one image/jpeg|png request each, or one
-application/json batch with deploy.batch=true) and prints the top breeds. --delete
-(deploy.delete=true) removes deploy.endpoint_name with its endpoint config and model.
+application/json batch with deploy.batch=true) and prints the top breeds; waiting stops after
+launch.timeouts.endpoint_s. --delete (deploy.delete=true) removes deploy.endpoint_name, then its endpoint
+config, then its model(s), and exits non-zero naming whatever it could not delete. launch.sdk picks the
+SageMaker Python SDK (auto|v2|v3).
 
     python -m launch.deploy deploy.model=outputs/2025-01-01_12-00-00 deploy.images=[dog.jpg]
     python -m launch.deploy --delete deploy.endpoint_name=dogbreed-endpoint-2025-01-01-12-00-00-000
@@ -18,6 +20,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import sys
 import tarfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,12 +31,29 @@ from omegaconf import DictConfig
 
 from dogbreed.config import CONFIG_DIR, ConfigError
 from launch.cli import run_main, write_json
-from launch.session import bucket, check_status, console_url, make_session, resolve_role, wait_until
+from launch.job import Endpoint, Image, Model
+from launch.sdk.common import create_endpoint, create_model
+from launch.session import Session, check_status, console_url, make_session, timeout_s, wait_until
 
 log = logging.getLogger("launch.deploy")
 CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 # The handler inside model.tar.gz (code/inference.py); SageMaker's inference toolkit imports it from here.
 SERVING_ENV = {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"}
+
+
+class Predictor:
+    """Sends requests to an endpoint and reads its JSON answers (``InvokeEndpoint``, the same under both
+    SDKs)."""
+
+    def __init__(self, session: Session, endpoint_name: str) -> None:
+        self.endpoint_name = endpoint_name
+        self.runtime = session.native.sagemaker_runtime_client
+
+    def predict(self, body: bytes, content_type: str) -> dict[str, Any]:
+        answer = self.runtime.invoke_endpoint(
+            EndpointName=self.endpoint_name, Body=body, ContentType=content_type, Accept="application/json"
+        )
+        return json.loads(answer["Body"].read())
 
 
 def check_archive(path: Path) -> Path:
@@ -66,7 +86,7 @@ def local_archive(model: str) -> Path:
     return check_archive(path)
 
 
-def model_data(cfg: DictConfig, session, name: str) -> str:
+def model_data(cfg: DictConfig, session: Session, name: str) -> str:
     """S3 URI of the model.tar.gz to serve (uploading a local one first)."""
     d = cfg.deploy
     given = [k for k in ("model", "training_job", "tuning_job") if d.get(k)]
@@ -79,103 +99,135 @@ def model_data(cfg: DictConfig, session, name: str) -> str:
         if str(d.model).startswith("s3://"):
             return str(d.model)
         archive = local_archive(str(d.model))
-        key_prefix = f"{cfg.launch.prefix}/models/{name}"
-        return session.upload_data(str(archive), bucket=bucket(session, cfg.launch), key_prefix=key_prefix)
+        return session.upload(archive, session.bucket(cfg.launch), f"{cfg.launch.prefix}/models/{name}")
     job = d.get("training_job")
     if d.get("tuning_job"):
         from launch.tune_sagemaker import best_job
 
         job = best_job(session, str(d.tuning_job))["training_job"]
-    desc = session.sagemaker_client.describe_training_job(TrainingJobName=str(job))
+    desc = session.client.describe_training_job(TrainingJobName=str(job))
     check_status(desc, "TrainingJobStatus", ("Completed",), f"Training job {job}")
     return desc["ModelArtifacts"]["S3ModelArtifacts"]
 
 
-def predict_file(predictor, path: str | Path) -> dict[str, Any]:
+def predict_file(predictor: Predictor, path: str | Path) -> dict[str, Any]:
     """Send one image file (image/jpeg or image/png by its suffix) and return the decoded JSON answer."""
     path = Path(path)
-    content_type = CONTENT_TYPES.get(path.suffix.lower(), "image/jpeg")
-    return predictor.predict(path.read_bytes(), initial_args={"ContentType": content_type})
+    return predictor.predict(path.read_bytes(), CONTENT_TYPES.get(path.suffix.lower(), "image/jpeg"))
 
 
-def predict_batch(predictor, paths: Sequence[str | Path]) -> dict[str, Any]:
+def predict_batch(predictor: Predictor, paths: Sequence[str | Path]) -> dict[str, Any]:
     """Send several image files in one ``application/json`` request (``{"instances": [{"b64": …}]}``)."""
     body = json.dumps(
         {"instances": [{"b64": base64.b64encode(Path(p).read_bytes()).decode()} for p in paths]}
     )
-    return predictor.predict(body.encode(), initial_args={"ContentType": "application/json"})
+    return predictor.predict(body.encode(), "application/json")
 
 
-def deploy(cfg: DictConfig):
+def model_spec(cfg: DictConfig, session: Session, name: str) -> Model:
+    """The SageMaker model to serve: the PyTorch inference image (or deploy.image_uri) over the archive."""
+    d = cfg.deploy
+    image = Image(uri=d.image_uri) if d.get("image_uri") else Image(
+        framework_version=str(d.framework_version), py_version=str(d.py_version)
+    )  # fmt: skip
+    return Model(
+        name=name,
+        role=session.role(cfg.launch),
+        image=image,
+        model_data=model_data(cfg, session, name),
+        environment=dict(SERVING_ENV),
+    )
+
+
+def endpoint_spec(cfg: DictConfig, name: str) -> Endpoint:
+    d = cfg.deploy
+    if d.serverless.enabled:
+        serverless = (int(d.serverless.memory_size_in_mb), int(d.serverless.max_concurrency))
+        return Endpoint(name=name, instance_type=None, instance_count=None, serverless=serverless)
+    return Endpoint(name=name, instance_type=str(d.instance_type), instance_count=int(d.instance_count))
+
+
+def deploy(cfg: DictConfig) -> Predictor:
     """Create model, endpoint config and endpoint; wait for InService (deploy.wait); return the predictor."""
-    from sagemaker.deserializers import JSONDeserializer
-    from sagemaker.predictor import Predictor
-    from sagemaker.pytorch import PyTorchModel
-    from sagemaker.serializers import IdentitySerializer
-    from sagemaker.serverless import ServerlessInferenceConfig
-    from sagemaker.utils import name_from_base
-
     d, launch = cfg.deploy, cfg.launch
     session = make_session(launch)
-    name = d.get("endpoint_name") or name_from_base(f"{launch.base_job_name}-endpoint")
-    data = model_data(cfg, session, name)
-    model = PyTorchModel(
-        model_data=data,
-        role=resolve_role(session, launch),
-        framework_version=None if d.get("image_uri") else str(d.framework_version),
-        py_version=None if d.get("image_uri") else d.py_version,
-        image_uri=d.get("image_uri"),
-        env=dict(SERVING_ENV),
-        name=name,
-        predictor_cls=Predictor,
-        sagemaker_session=session,
-    )
-    serverless = None
-    if d.serverless.enabled:
-        serverless = ServerlessInferenceConfig(
-            memory_size_in_mb=int(d.serverless.memory_size_in_mb),
-            max_concurrency=int(d.serverless.max_concurrency),
-        )
-    predictor = model.deploy(
-        initial_instance_count=None if serverless else int(d.instance_count),
-        instance_type=None if serverless else d.instance_type,
-        serverless_inference_config=serverless,
-        endpoint_name=name,
-        wait=False,
-        serializer=IdentitySerializer(content_type="image/jpeg"),
-        deserializer=JSONDeserializer(),
-    )
+    name = d.get("endpoint_name") or session.sdk.unique_name(f"{launch.base_job_name}-endpoint")
+    model, endpoint = model_spec(cfg, session, name), endpoint_spec(cfg, name)
+    create_model(session, model, endpoint.instance_type)
+    create_endpoint(session, model.name, endpoint)
     print(f"endpoint={name}", flush=True)
-    print(f"model_data={data}", flush=True)
-    print(f"Follow it at {console_url(session.boto_region_name, 'endpoints', name)}", flush=True)
+    print(f"model_data={model.model_data}", flush=True)
+    print(f"Follow it at {console_url(session.region, 'endpoints', name)}", flush=True)
     if d.wait:
-        client = session.sagemaker_client
         wait_until(
-            lambda: client.describe_endpoint(EndpointName=name),
+            lambda: session.client.describe_endpoint(EndpointName=name),
             "EndpointStatus",
             f"Endpoint {name}",
             float(launch.poll_s),
+            timeout_s=timeout_s(cfg, "endpoint"),
+            timeout_key="launch.timeouts.endpoint_s",
             ok=("InService",),
         )
     write_json(
         Path(cfg.paths.output_dir) / "endpoint.json",
-        {"endpoint": name, "model_data": data, "region": session.boto_region_name},
+        {"endpoint": name, "model_data": model.model_data, "region": session.region},
     )
-    return predictor
+    return Predictor(session, name)
+
+
+def _missing(exc: Exception) -> bool:
+    """A ClientError that says the resource does not exist (already deleted)."""
+    message = str(getattr(exc, "response", {}).get("Error", {}).get("Message", exc))
+    return "could not find" in message.lower() or "does not exist" in message.lower()
 
 
 def delete(cfg: DictConfig) -> str:
-    """Delete ``deploy.endpoint_name``: its model(s), then the endpoint and its endpoint config."""
-    from sagemaker.predictor import Predictor
+    """Delete ``deploy.endpoint_name``: the endpoint first, then its endpoint config, then its model(s).
+
+    Each step is reported; a resource that is already gone counts as deleted. If the endpoint itself cannot
+    be deleted its config and models are kept (they serve it). Exits non-zero naming what remains."""
+    from botocore.exceptions import ClientError
 
     name = cfg.deploy.get("endpoint_name")
     if not name:
         raise ConfigError("--delete needs deploy.endpoint_name=NAME (printed as endpoint=… by launch.deploy)")
-    predictor = Predictor(str(name), sagemaker_session=make_session(cfg.launch))
-    predictor.delete_model()
-    predictor.delete_endpoint(delete_endpoint_config=True)
-    print(f"deleted endpoint={name}", flush=True)
-    return str(name)
+    name = str(name)
+    client = make_session(cfg.launch).client
+    config_name, models = name, [name]  # launch.deploy names all three after the endpoint
+    try:
+        config_name = client.describe_endpoint(EndpointName=name)["EndpointConfigName"]
+        variants = client.describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"]
+        models = list(dict.fromkeys(v["ModelName"] for v in variants))
+    except ClientError as exc:
+        if not _missing(exc):
+            raise
+    steps = [
+        ("endpoint", name, lambda: client.delete_endpoint(EndpointName=name)),
+        (
+            "endpoint_config",
+            config_name,
+            lambda: client.delete_endpoint_config(EndpointConfigName=config_name),
+        ),
+    ]
+    steps += [("model", m, lambda m=m: client.delete_model(ModelName=m)) for m in models]  # fmt: skip
+    remaining: list[str] = []
+    for kind, resource, call in steps:
+        if remaining and remaining[0].startswith("endpoint="):  # it still stands: keep what it serves from
+            remaining.append(f"{kind}={resource} (kept: the endpoint still uses it)")
+            continue
+        try:
+            call()
+            print(f"deleted {kind}={resource}", flush=True)
+        except ClientError as exc:
+            if _missing(exc):
+                print(f"deleted {kind}={resource} (already gone)", flush=True)
+            else:
+                remaining.append(f"{kind}={resource} ({exc.response.get('Error', {}).get('Message', exc)})")
+    if remaining:
+        for line in remaining:
+            print(f"could not delete {line}", file=sys.stderr, flush=True)
+        raise SystemExit(1)
+    return name
 
 
 def run(cfg: DictConfig) -> Any:

@@ -1,33 +1,32 @@
-"""The SageMaker session, S3 locations and waiting, as every launch command uses them.
+"""The AWS side every launch command shares: the SDK session, S3 locations, bounded waits.
 
 All AWS traffic goes through boto3, so ``AWS_ENDPOINT_URL`` (moto, LocalStack), ``AWS_REGION`` and the
-usual credential chain apply unchanged. Telemetry: SDK v2 sends a usage request to an S3 URL after
-``fit()``/``deploy()`` (with no timeout, so on a network without internet it can hang); it is opted out
-here unless ``launch.telemetry=true``, through the SDK's own ``TelemetryOptOut`` setting.
+usual credential chain apply unchanged. ``Session`` wraps the chosen SDK's own session (``launch.sdk``) with
+what the commands need from it; describing, waiting for, invoking and deleting resources are plain API calls
+on its SageMaker client, the same under both SDKs. Telemetry: both SDKs send a usage request per
+``fit``/``train``/``deploy``; it is opted out unless ``launch.telemetry=true``, through the SDKs' own
+``TelemetryOptOut`` setting.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from omegaconf import DictConfig
 
 from dogbreed.config import ConfigError
-
-# We use SDK v2 on purpose (v3 has no PyTorch estimator / tuner / debugger settings): skip its notice,
-# and its INFO lines about config files it did not find (set before the import, which logs them).
-os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
-if logging.getLogger("sagemaker.config").level == logging.NOTSET:
-    logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
-
-import boto3  # noqa: E402
-import sagemaker  # noqa: E402
+from launch import sdk
 
 log = logging.getLogger("launch")
+START_UP_S = 3600  # what a wait allows beyond a job's own limit: capacity, image pull, data, upload
 TERMINAL = {
     "TrainingJobStatus": ("Completed", "Failed", "Stopped"),
     "HyperParameterTuningJobStatus": ("Completed", "Failed", "Stopped"),
@@ -35,11 +34,9 @@ TERMINAL = {
 }
 
 
-def sdk_config(telemetry: bool) -> dict[str, Any]:
+def sdk_config(telemetry: bool, loaded: Mapping[str, Any] | None) -> dict[str, Any]:
     """The user's SageMaker SDK defaults (config.yaml files), with telemetry switched off unless asked for."""
-    from sagemaker.config import load_sagemaker_config
-
-    config = dict(load_sagemaker_config() or {})
+    config = dict(loaded or {})
     config.setdefault("SchemaVersion", "1.0")
     if not telemetry:
         sm = config.setdefault("SageMaker", {})
@@ -47,43 +44,69 @@ def sdk_config(telemetry: bool) -> dict[str, Any]:
     return config
 
 
-def make_session(launch: DictConfig) -> sagemaker.Session:
-    """A ``sagemaker.Session`` for ``launch.region`` (or the AWS default region) and ``launch.bucket``."""
+def region_of(launch: DictConfig) -> str:
+    import boto3
+
     region = launch.get("region") or boto3.Session().region_name or os.environ.get("AWS_REGION")
     if not region:
         raise ConfigError(
             "launch.region is not set and no AWS region is configured: pass launch.region=us-east-1 "
             "or set AWS_REGION"
         )
-    boto_session = boto3.Session(region_name=region)
-    return sagemaker.Session(
-        boto_session=boto_session,
-        sagemaker_config=sdk_config(bool(launch.get("telemetry", False))),
-        default_bucket=launch.get("bucket") or None,
-    )
+    return str(region)
 
 
-def bucket(session: sagemaker.Session, launch: DictConfig) -> str:
-    """``launch.bucket``, or the SDK's default bucket (``sagemaker-<region>-<account>``,
-    created if missing)."""
-    return launch.get("bucket") or session.default_bucket()
+@dataclass
+class Session:
+    """The chosen SDK adapter (``sdk``) and that SDK's own session object (``native``)."""
+
+    sdk: ModuleType
+    native: Any
+    log: logging.Logger = log
+
+    @property
+    def client(self) -> Any:
+        """The boto3 SageMaker client, shared with the SDK (so the tests' Stubber sees every call)."""
+        return self.native.sagemaker_client
+
+    @property
+    def region(self) -> str:
+        return self.native.boto_region_name
+
+    def bucket(self, launch: DictConfig) -> str:
+        """``launch.bucket``, or the SDK's default bucket (``sagemaker-<region>-<account>``, created if
+        missing)."""
+        return launch.get("bucket") or self.native.default_bucket()
+
+    def upload(self, path: Path, bucket: str, key_prefix: str) -> str:
+        """Upload a file or folder; returns its S3 URI (the folder's prefix, or the file's key)."""
+        log.info("Uploading %s to s3://%s/%s", path, bucket, key_prefix)
+        return self.native.upload_data(str(path), bucket=bucket, key_prefix=key_prefix)
+
+    def role(self, launch: DictConfig) -> str:
+        """``launch.role``, or the notebook/Studio execution role when running inside SageMaker."""
+        if launch.get("role"):
+            return str(launch.role)
+        try:
+            return self.sdk.execution_role(self.native)
+        except Exception:  # raised outside SageMaker notebooks, whatever the SDK version calls it
+            raise ConfigError(
+                "launch.role is not set: pass launch.role=arn:aws:iam::<account>:role/<SageMaker execution "
+                "role> (or set SAGEMAKER_ROLE)"
+            ) from None
+
+
+def make_session(launch: DictConfig) -> Session:
+    """A session of the SDK ``launch.sdk`` picks, for ``launch.region`` (or the AWS default region)."""
+    adapter = sdk.adapter(launch.get("sdk"))
+    if adapter.NAME == "v3":
+        log.info("SageMaker Python SDK v3 (launch.sdk): %s", adapter.LIMITS)
+    native = adapter.session(region_of(launch), launch.get("bucket") or None, bool(launch.get("telemetry")))
+    return Session(sdk=adapter, native=native)
 
 
 def s3_uri(bucket_name: str, *parts: str) -> str:
     return "s3://" + "/".join([bucket_name, *(p.strip("/") for p in parts if p and p.strip("/"))])
-
-
-def resolve_role(session: sagemaker.Session, launch: DictConfig) -> str:
-    """``launch.role``, or the notebook/Studio execution role when running inside SageMaker."""
-    if launch.get("role"):
-        return str(launch.role)
-    try:
-        return sagemaker.get_execution_role(session)
-    except Exception:  # raised outside SageMaker notebooks, whatever the SDK version calls it
-        raise ConfigError(
-            "launch.role is not set: pass launch.role=arn:aws:iam::<account>:role/<SageMaker execution "
-            "role> (or set SAGEMAKER_ROLE)"
-        ) from None
 
 
 def wait_until(
@@ -91,12 +114,15 @@ def wait_until(
     status_key: str,
     what: str,
     poll_s: float,
-    timeout_s: float | None = None,
+    timeout_s: float,
+    timeout_key: str,
     ok: Collection[str] | None = None,
 ) -> Mapping[str, Any]:
-    """Describe until the status is terminal. Looks first and sleeps only while not done (unlike the SDK's
-    waiters, which sleep before their first look), so a job that is already finished costs no wait.
-    With ``ok``, a terminal status outside it raises (``check_status``)."""
+    """Describe until the status is terminal, for at most ``timeout_s`` (config key ``timeout_key``).
+
+    Looks first and sleeps only while not done (unlike the SDK's waiters, which sleep before their first
+    look), so a job that is already finished costs no wait. With ``ok``, a terminal status outside it raises.
+    """
     started = time.monotonic()
     while True:
         desc = describe()
@@ -105,10 +131,37 @@ def wait_until(
             if ok is not None:
                 check_status(desc, status_key, ok, what)
             return desc
-        if timeout_s is not None and time.monotonic() - started > timeout_s:
-            raise TimeoutError(f"{what} is still {status} after {timeout_s:.0f} s")
+        waited = time.monotonic() - started
+        if waited + poll_s > timeout_s:
+            raise TimeoutError(
+                f"{what} is still {status} after {waited:.0f} s, and {timeout_key}={timeout_s:.0f} s allows "
+                f"no further wait; it keeps running on AWS: raise {timeout_key} to wait longer"
+            )
         log.info("%s: %s", what, status)
         time.sleep(poll_s)
+
+
+def timeout_s(cfg: DictConfig, kind: str) -> float:
+    """``launch.timeouts.<kind>_s`` (training, tuning, endpoint); null = derived from the jobs' own limits."""
+    launch = cfg.launch
+    value = (launch.get("timeouts") or {}).get(f"{kind}_s")
+    if value is not None:
+        if value <= 0:
+            raise ConfigError(f"launch.timeouts.{kind}_s={value} must be > 0 seconds")
+        return float(value)
+    job_limit = launch.get("max_wait") or (2 * launch.max_run if launch.use_spot else launch.max_run)
+    if kind == "training":
+        return float(job_limit + START_UP_S)
+    if kind == "tuning":
+        tune = cfg.tune
+        if tune.get("max_runtime_s"):
+            return float(tune.max_runtime_s + START_UP_S)
+        from launch.space import build_space, grid_size
+
+        jobs = tune.get("max_jobs") if tune.strategy != "Grid" else grid_size(build_space(tune.space))
+        rounds = math.ceil(int(jobs) / max(1, int(tune.max_parallel_jobs)))
+        return float(rounds * (job_limit + START_UP_S))
+    raise ConfigError(f"launch.timeouts.{kind}_s is not set: give the wait a limit in seconds")
 
 
 def check_status(desc: Mapping[str, Any], status_key: str, ok: Collection[str], what: str) -> None:

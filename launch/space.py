@@ -1,20 +1,26 @@
-"""One search space for both tuners: each parameter becomes an Optuna suggestion or a SageMaker range.
+"""One search for both tuners: the space, the objective's direction and the best config.
 
-A parameter names the Hydra key it sets (``key: model.lr``); that key is the Optuna parameter name and
-the SageMaker hyperparameter name, and a chosen value becomes the override ``model.lr=<value>``.
-Spaces live in ``conf/tune/*.yaml`` under ``tune.space`` (entries are instantiated with ``_target_``).
+Each parameter becomes an Optuna suggestion or a SageMaker range. A parameter names the Hydra key it sets
+(``key: model.lr``); that key is the Optuna parameter name and the SageMaker hyperparameter name, and a
+chosen value becomes the override ``model.lr=<value>``. Spaces live in ``conf/tune/*.yaml`` under
+``tune.space`` (entries are instantiated with ``_target_``). Both backends rank by ``direction(tune)`` and
+write the winner as ``best.yaml`` through ``best_config``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import hydra
 from hydra.errors import InstantiationException
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from dogbreed.config import ConfigError
+from dogbreed.config import CONFIG_DIR, ConfigError, compose
 from launch.overrides import hydra_value
 
 
@@ -37,11 +43,6 @@ class Continuous:
     def suggest(self, trial) -> float:
         return trial.suggest_float(self.key, float(self.low), float(self.high), log=self.log)
 
-    def sagemaker(self):
-        from sagemaker.tuner import ContinuousParameter
-
-        return ContinuousParameter(self.low, self.high, scaling_type="Logarithmic" if self.log else "Linear")
-
 
 @dataclass(frozen=True)
 class Integer:
@@ -59,11 +60,6 @@ class Integer:
     def suggest(self, trial) -> int:
         return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log)
 
-    def sagemaker(self):
-        from sagemaker.tuner import IntegerParameter
-
-        return IntegerParameter(self.low, self.high, scaling_type="Logarithmic" if self.log else "Linear")
-
 
 @dataclass(frozen=True)
 class Categorical:
@@ -79,11 +75,6 @@ class Categorical:
 
     def suggest(self, trial) -> Any:
         return trial.suggest_categorical(self.key, list(self.choices))
-
-    def sagemaker(self):
-        from sagemaker.tuner import CategoricalParameter
-
-        return CategoricalParameter([hydra_value(c) for c in self.choices])
 
 
 Param = Continuous | Integer | Categorical
@@ -111,6 +102,39 @@ def build_space(nodes: Mapping[str, Any] | None) -> dict[str, Param]:
     return space
 
 
+def grid_size(space: Mapping[str, Param]) -> int:
+    """The number of points of a categorical-only space (what a Grid search runs)."""
+    return math.prod(len(p.choices) for p in space.values() if isinstance(p, Categorical))
+
+
 def override(param: Param, value: Any) -> str:
     """The Hydra override that applies ``value`` (``model.lr=0.0123``)."""
     return f"{param.key}={hydra_value(value)}"
+
+
+def sagemaker_range(param: Param, parameters: ModuleType) -> Any:
+    """``param`` as a SageMaker range; ``parameters`` is the SDK's module of range classes (v2:
+    ``sagemaker.tuner``, v3: ``sagemaker.core.parameter``: the same classes and signatures).
+    Categorical values travel as Hydra override text."""
+    if isinstance(param, Categorical):
+        return parameters.CategoricalParameter([hydra_value(c) for c in param.choices])
+    cls = parameters.ContinuousParameter if isinstance(param, Continuous) else parameters.IntegerParameter
+    return cls(param.low, param.high, scaling_type="Logarithmic" if param.log else "Linear")
+
+
+def direction(tune: DictConfig) -> str:
+    """``maximize`` or ``minimize`` the objective (``tune.direction``; auto minimises ``*_loss``)."""
+    choice = tune.get("direction") or "auto"
+    if choice == "auto":
+        return "minimize" if str(tune.objective).endswith("loss") else "maximize"
+    if choice not in ("maximize", "minimize"):
+        raise ConfigError(f"tune.direction={choice!r} must be maximize, minimize or auto")
+    return choice
+
+
+def best_config(base: Sequence[str], chosen: Sequence[str]) -> DictConfig:
+    """A complete training config for the best trial, runnable with ``--config-path/--config-name``."""
+    cfg = compose("train", [*base, *chosen])
+    with open_dict(cfg):
+        cfg.hydra = OmegaConf.load(Path(CONFIG_DIR) / "hydra" / "default.yaml")
+    return cfg

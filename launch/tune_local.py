@@ -26,30 +26,21 @@ from typing import Any
 import hydra
 import optuna
 import psutil
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from dogbreed.atomic import write_text
-from dogbreed.config import CONFIG_DIR, ConfigError, compose
+from dogbreed.config import ConfigError, compose
 from dogbreed.redact import redact
 from launch.overrides import hydra_value
-from launch.space import Param, build_space, override
+from launch.space import Param, best_config, build_space, direction, override
 from launch.sweep_page import write_sweep_page
 
 log = logging.getLogger("launch.tune")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 JOURNAL = "study.journal"  # the default storage, in the output folder
 DRIVER_EXTRAS = {"postgresql": "postgres", "mysql": "mysql"}  # database → the extra with its driver
-
-
-def direction(tune: DictConfig) -> str:
-    choice = tune.get("direction") or "auto"
-    if choice == "auto":
-        return "minimize" if str(tune.objective).endswith("loss") else "maximize"
-    if choice not in ("maximize", "minimize"):
-        raise ConfigError(f"tune.direction={choice!r} must be maximize, minimize or auto")
-    return choice
 
 
 class Objective:
@@ -207,14 +198,6 @@ def enqueue(study: optuna.Study, space: dict[str, Param], points: Sequence[Any])
         if unknown:
             raise ConfigError(f"tune.enqueue: {sorted(unknown)} not in tune.space ({sorted(space)})")
         study.enqueue_trial({space[name].key: value for name, value in point.items()}, skip_if_exists=True)
-
-
-def best_config(base: Sequence[str], chosen: Sequence[str]) -> DictConfig:
-    """A complete training config for the best trial, runnable with ``--config-path/--config-name``."""
-    cfg = compose("train", [*base, *chosen])
-    with open_dict(cfg):
-        cfg.hydra = OmegaConf.load(Path(CONFIG_DIR) / "hydra" / "default.yaml")
-    return cfg
 
 
 def write_outputs(study: optuna.Study, base: Sequence[str], output_dir: Path) -> dict[str, Any]:

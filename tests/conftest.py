@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -102,3 +102,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     )
     for item in gpu_tests:
         item.add_marker(skip)
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
+    """moto in-process for the launch tests (see tests/aws.py)."""
+    from aws import mocked_aws
+
+    with mocked_aws(monkeypatch) as state:
+        yield state

@@ -1,32 +1,23 @@
-"""The whole SageMaker story offline: the shim trains as inside a job,
-then train → tune → deploy → invoke on moto.
-
-The in-job half runs for real (``launch.shim.main`` on generated data, SageMaker's environment variables,
-``--key value`` hyperparameters); its model dir becomes the job's model.tar.gz in moto's S3, and the
-endpoint's answer is what that artifact's own ``code/inference.py`` computes. No test sleeps: ``time.sleep``
-fails the test while AWS calls run, and the SDK's telemetry request is asserted never to be sent.
+"""The in-job half of the SageMaker story: the shim trains as inside a job (``launch.shim.main`` on generated
+data, SageMaker's environment variables, ``--key value`` hyperparameters), fills the model dir, and prints
+the lines the metric definitions scrape. The AWS half (train → tune → deploy → invoke → delete on moto) is
+tests/test_launch_moto.py, which runs under both SDKs.
 """
 
 from __future__ import annotations
 
-import base64
-import importlib.util
 import io
 import json
 import re
-import sys
-import tarfile
 from collections.abc import Iterator
 from contextlib import redirect_stdout
 from pathlib import Path
 
 import pytest
-from test_launch_aws import mocked_aws
 
 from dogbreed.callbacks.metric_lines import EPOCH_KEYS
-from dogbreed.config import compose
 from launch import shim
-from launch.estimator import metric_definitions
+from launch.job import metric_definitions
 
 JOB = "dogbreed-chain-1"
 HYPERPARAMETERS = [  # what the SageMaker toolkit passes on the command line
@@ -36,14 +27,6 @@ HYPERPARAMETERS = [  # what the SageMaker toolkit passes on the command line
     "--++callbacks.debugger", "null", "--++callbacks.profiler", "null", "--++evaluate.enabled", "false",
     "--_tuning_objective_metric", "val_acc", "--sagemaker_program", "sagemaker_entry.py",
 ]  # fmt: skip
-ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
-    """moto in-process (see test_launch_aws.mocked_aws)."""
-    with mocked_aws(monkeypatch) as state:
-        yield state
 
 
 @pytest.fixture(scope="module")
@@ -122,115 +105,3 @@ def test_a_failing_job_writes_sagemakers_failure_file(
         shim.main(["--data.batch_size", "0", f"paths.output_dir={out}"])
     assert exited.value.code != 0
     assert "data.batch_size=0 must be >= 1" in (tmp_path / "failure").read_text()
-
-
-def _handler_answer(model_dir: Path, body: bytes, content_type: str) -> str:
-    """What SageMaker's PyTorch inference toolkit computes with the artifact's own code/inference.py."""
-    spec = importlib.util.spec_from_file_location("artifact_inference", model_dir / "code" / "inference.py")
-    handler = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = handler  # dataclasses in the handler look their module up
-    try:
-        spec.loader.exec_module(handler)
-        model = handler.model_fn(str(model_dir))
-        return handler.output_fn(
-            handler.predict_fn(handler.input_fn(body, content_type), model), "application/json"
-        )
-    finally:
-        del sys.modules[spec.name]
-
-
-def test_train_tune_deploy_invoke_on_moto(
-    job: dict, synthetic_root: Path, tmp_path: Path, aws: dict, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import boto3
-    from moto.sagemakerruntime.models import sagemakerruntime_backends
-
-    from launch import deploy, train, tune
-
-    s3 = boto3.client("s3")
-    common = [f"launch.role={ROLE}", "launch.bucket=bkt", "launch.wait=true", "launch.poll_s=30"]
-
-    def no_sleep(seconds: float) -> None:
-        raise AssertionError(f"a test waited {seconds} s")
-
-    monkeypatch.setattr("time.sleep", no_sleep)
-
-    # 1. launch.train: the local dataset is uploaded, the job created, followed to its end.
-    overrides = [*common, f"launch.job_name={JOB}", f"launch.inputs={synthetic_root}", "model.lr=0.05",
-                 f"paths.output_dir={tmp_path / 'train'}"]  # fmt: skip
-    record = train.run(compose("launch_train", overrides), overrides)
-    assert record["status"] == "Completed"
-    assert record["hyperparameters"]["model.lr"] == '"0.05"'
-    uploaded = {o["Key"] for o in s3.list_objects_v2(Bucket="bkt", Prefix="dogbreed/data/")["Contents"]}
-    assert len(uploaded) == sum(1 for p in synthetic_root.rglob("*") if p.is_file())
-    assert set(record["inputs"]) == {"train", "valid", "test"}
-    assert json.loads((tmp_path / "train" / "launch.json").read_text())["training_job"] == JOB
-    source = s3.get_object(Bucket="bkt", Key=f"dogbreed/code/{JOB}/source/sourcedir.tar.gz")["Body"].read()
-    with tarfile.open(fileobj=io.BytesIO(source)) as tar:
-        names = set(tar.getnames())
-    assert {
-        "sagemaker_entry.py",
-        "requirements.txt",
-        "launch/shim.py",
-        "dogbreed/train.py",
-        "serve/inference.py",
-    } <= names
-
-    # Inside the job SageMaker tars SM_MODEL_DIR to the job's artifact:
-    # do what it does with the shim's output.
-    artifact = io.BytesIO()
-    with tarfile.open(fileobj=artifact, mode="w:gz") as tar:
-        for path in (job["opt_ml"] / "model").iterdir():
-            tar.add(path, arcname=path.name)
-    bucket, key = record["model_data"].removeprefix("s3://").split("/", 1)
-    s3.put_object(Bucket=bucket, Key=key, Body=artifact.getvalue())
-
-    # 2. launch.tune backend=sagemaker: a tuning job over the same estimator; its best job is reported.
-    overrides = [*common, "backend=sagemaker", "tune.job_name=dogbreed-tune-1", "launch.inputs=s3://bkt/dogbreed/data/x",
-                 f"paths.output_dir={tmp_path / 'tune'}"]  # fmt: skip
-    best = tune.run(compose("launch_tune", overrides), overrides)
-    assert best["tuning_job"] == "dogbreed-tune-1" and best["status"] == "Completed"
-    described = boto3.client("sagemaker").describe_hyper_parameter_tuning_job(
-        HyperParameterTuningJobName="dogbreed-tune-1"
-    )
-    ranges = described["HyperParameterTuningJobConfig"]["ParameterRanges"]
-    assert {r["Name"] for r in ranges["ContinuousParameterRanges"]} == {"model.lr", "model.momentum"}
-    assert (tmp_path / "tune" / "best.json").is_file()
-
-    # 3. launch.deploy from the training job: its artifact behind an endpoint.
-    overrides = [
-        *common,
-        f"deploy.training_job={JOB}",
-        "deploy.endpoint_name=dogbreed-ep",
-        f"paths.output_dir={tmp_path / 'dep'}",
-    ]
-    predictor = deploy.run(compose("launch_deploy", overrides))
-    sm = boto3.client("sagemaker")
-    container = sm.describe_model(ModelName="dogbreed-ep")["PrimaryContainer"]
-    assert container["ModelDataUrl"] == record["model_data"]
-    assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
-    assert container["Image"].endswith("pytorch-inference:2.6.0-cpu-py312")
-    assert sm.describe_endpoint(EndpointName="dogbreed-ep")["EndpointStatus"] == "InService"
-
-    # 4. invoke: moto answers with canned data, so queue what the artifact's handler computes for this
-    # request.
-    images = sorted((synthetic_root / "test").rglob("*.jpg"))[:2]
-    body = json.dumps({"instances": [{"b64": base64.b64encode(p.read_bytes()).decode()} for p in images]})
-    expected = _handler_answer(job["opt_ml"] / "model", body.encode(), "application/json")
-    backend = sagemakerruntime_backends[aws["account"]][aws["region"]]
-    backend.results_queue.append((expected, "application/json", "AllTraffic", ""))
-    answer = deploy.predict_batch(predictor, images)
-    assert answer == json.loads(expected) and len(answer["predictions"]) == 2
-    assert backend.results_queue == []  # our request consumed the queued answer
-
-    # 5. --delete removes the endpoint, its config and the model.
-    overrides = [
-        *common,
-        "deploy.endpoint_name=dogbreed-ep",
-        "deploy.delete=true",
-        f"paths.output_dir={tmp_path / 'dep'}",
-    ]
-    assert deploy.run(compose("launch_deploy", overrides)) == "dogbreed-ep"
-    assert sm.list_endpoints()["Endpoints"] == [] and sm.list_models()["Models"] == []
-    assert sm.list_endpoint_configs()["EndpointConfigs"] == []
-    assert aws["telemetry"] == []

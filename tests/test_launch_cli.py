@@ -76,11 +76,13 @@ def moto_server(tmp_path: Path) -> Iterator[str]:
 def test_the_three_commands_against_moto_server(
     moto_server: str, tmp_path: Path, synthetic_root: Path
 ) -> None:
-    """Same code path as against AWS: only AWS_ENDPOINT_URL differs."""
+    """Same code path as against AWS: only AWS_ENDPOINT_URL differs (and, as the README says for SDK v3,
+    SAGEMAKER_VALIDATE_ROLE=false: moto has no iam:SimulatePrincipalPolicy for v3's role check)."""
     import boto3
 
     env = {**os.environ, "AWS_ENDPOINT_URL": moto_server, "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "SAGEMAKER_VALIDATE_ROLE": "false"}  # fmt: skip
     env.pop("AWS_PROFILE", None)
     boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1", aws_access_key_id="testing",
                  aws_secret_access_key="testing").create_bucket(Bucket="bkt")  # fmt: skip

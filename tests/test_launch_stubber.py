@@ -1,17 +1,25 @@
-"""Exact SageMaker API payloads (botocore Stubber on the SageMaker client;
-moto serves S3 for the code upload)."""
+"""Exact SageMaker API payloads (botocore Stubber on the SageMaker client; moto serves S3 for the code),
+under whichever SDK is installed: v2 in ``.venv``, v3 in ``.venv-v3`` (``make test`` runs both).
+
+Each expected request is one SDK-neutral part, the same dict under both SDKs (what the user configured),
+plus the part each SDK adds by design: how the code reaches the container (v2: ``sourcedir.tar.gz`` and
+``sagemaker_*`` hyperparameters, values JSON-quoted; v3: the ``code`` and ``sm_drivers`` channels and its
+``sm_train.sh`` entrypoint, values as given), and v2's explicit ``ProfilerConfig`` opt-out.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aws import SDK, staged_requirements, stub_session
 from botocore.stub import ANY, Stubber
-from test_launch_aws import mocked_aws
+from packaging.requirements import Requirement
 
 from dogbreed.config import ConfigError, compose
+from launch.shim import parse_args
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.8.0-gpu-py312"
@@ -30,19 +38,23 @@ METRICS = [
         "test_acc_top5",
     )
 ]
-CHANNELS = [
-    {
-        "ChannelName": split,
+
+
+def s3_channel(name: str, uri: Any, mode: bool = True) -> dict[str, Any]:
+    return {
+        "ChannelName": name,
         "DataSource": {
             "S3DataSource": {
                 "S3DataType": "S3Prefix",
-                "S3Uri": f"s3://bkt/data/dogImages/{split}",
+                "S3Uri": uri,
                 "S3DataDistributionType": "FullyReplicated",
             }
         },
+        **({"InputMode": "File"} if mode else {}),
     }
-    for split in ("train", "valid", "test")
-]
+
+
+CHANNELS = [s3_channel(split, f"s3://bkt/data/dogImages/{split}") for split in ("train", "valid", "test")]
 COMMON = [
     f"launch.role={ROLE}",
     "launch.bucket=bkt",
@@ -50,140 +62,225 @@ COMMON = [
     "model=resnet18",
     "model.lr=0.003",
 ]
+DRIVER_LR = "model__lr" if SDK == "v3" else "model.lr"
+V3_ENTRYPOINT = {
+    "ContainerEntrypoint": ["/bin/bash"],
+    "ContainerArguments": [
+        "-c",
+        "chmod +x /opt/ml/input/data/sm_drivers/sm_train.sh && /opt/ml/input/data/sm_drivers/sm_train.sh",
+    ],
+}
+V3_CODE = [
+    s3_channel("code", ANY) | {"InputMode": "File"},
+    s3_channel("sm_drivers", ANY) | {"InputMode": "File"},
+]
 
 
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
-    """moto in-process (see test_launch_aws.mocked_aws)."""
-    with mocked_aws(monkeypatch) as state:
-        yield state
-
-
-def stub_session(module: Any, monkeypatch: pytest.MonkeyPatch, plan: Callable[[Stubber], None]) -> dict:
-    """Make ``module.make_session`` return sessions whose SageMaker client answers from a Stubber."""
-    made: dict = {}
-    real = module.make_session
-
-    def make(launch):
-        session = real(launch)
-        stubber = Stubber(session.sagemaker_client)
-        seen: dict = {}
-        session.sagemaker_client.meta.events.register(
-            "provide-client-params.sagemaker.*", lambda params, **_: seen.update(params)
-        )
-        plan(stubber)
-        stubber.activate()
-        made.update(stubber=stubber, params=seen, session=session)
-        return session
-
-    monkeypatch.setattr(module, "make_session", make)
-    return made
-
-
-def training_request(name: str, hyperparameters: dict[str, str]) -> dict[str, Any]:
+def hyperparameters(name: str, values: dict[str, str], isolated: bool = False) -> dict[str, str]:
+    """What each SDK sends for the user's training overrides ``values``."""
+    if SDK == "v3":
+        return dict(values)
+    submit = "/opt/ml/input/data/code" if isolated else f"s3://bkt/dogbreed/code/{name}/source"
     return {
+        **{k: f'"{v}"' for k, v in values.items()},
+        "sagemaker_submit_directory": f'"{submit}/sourcedir.tar.gz"',
+        "sagemaker_program": '"sagemaker_entry.py"',
+        "sagemaker_container_log_level": "20",
+        "sagemaker_job_name": f'"{name}"',
+        "sagemaker_region": '"us-east-1"',
+    }
+
+
+def training_request(name: str, extra_channels: list | None = None, isolated: bool = False) -> dict[str, Any]:
+    """CreateTrainingJob for COMMON: the neutral part, then what the installed SDK adds."""
+    request: dict[str, Any] = {
         "TrainingJobName": name,
         "AlgorithmSpecification": {
             "TrainingInputMode": "File",
             "TrainingImage": IMAGE,
             "MetricDefinitions": METRICS,
-            "EnableSageMakerMetricsTimeSeries": True,
         },
         "RoleArn": ROLE,
-        "InputDataConfig": CHANNELS,
+        "InputDataConfig": [*CHANNELS, *(extra_channels or [])],
         "OutputDataConfig": {"S3OutputPath": "s3://bkt/dogbreed/jobs"},
         "ResourceConfig": {"VolumeSizeInGB": 50, "InstanceCount": 1, "InstanceType": "ml.g4dn.xlarge"},
         "StoppingCondition": {"MaxRuntimeInSeconds": 86400},
-        "HyperParameters": {
-            "model": '"resnet18"',
-            "model.lr": '"0.003"',
-            "sagemaker_submit_directory": f'"s3://bkt/dogbreed/code/{name}/source/sourcedir.tar.gz"',
-            "sagemaker_program": '"sagemaker_entry.py"',
-            "sagemaker_container_log_level": "20",
-            "sagemaker_job_name": f'"{name}"',
-            "sagemaker_region": '"us-east-1"',
-            **hyperparameters,
-        },
-        "ProfilerRuleConfigurations": [
-            {
-                "RuleConfigurationName": "ProfilerReport",
-                "RuleEvaluatorImage": RULE_IMAGE,
-                "RuleParameters": {"rule_to_invoke": "ProfilerReport"},
-            },
-        ],  # fmt: skip
-        "ProfilerConfig": {
-            "S3OutputPath": "s3://bkt/dogbreed/jobs",
-            "DisableProfiler": False,
-            "ProfilingIntervalInMilliseconds": 500,
-        },
+        # v3's driver exports each as SM_HP_<NAME>, which a "." would break: model.lr travels as model__lr.
+        "HyperParameters": hyperparameters(name, {"model": "resnet18", DRIVER_LR: "0.003"}, isolated),
+    }
+    if SDK == "v2":
+        request["AlgorithmSpecification"]["EnableSageMakerMetricsTimeSeries"] = True
+        request["ProfilerConfig"] = {"DisableProfiler": True}  # v2's explicit "no profiler": no resource
+        if isolated:  # the code travels as an input channel, not downloaded by the container
+            request["InputDataConfig"].append(
+                s3_channel("code", f"s3://bkt/dogbreed/code/{name}/source/sourcedir.tar.gz", mode=False)
+            )
+    else:
+        request["AlgorithmSpecification"].update(V3_ENTRYPOINT)
+        request["InputDataConfig"] += V3_CODE
+        request["OutputDataConfig"]["CompressionType"] = "GZIP"
+    return request
+
+
+def described(name: str) -> dict[str, Any]:
+    return {
+        "TrainingJobName": name,
+        "TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/x",
+        "TrainingJobStatus": "Completed",
+        "SecondaryStatus": "Completed",
+        "CreationTime": 0,
+        "AlgorithmSpecification": {"TrainingInputMode": "File"},
+        "ModelArtifacts": {"S3ModelArtifacts": f"s3://bkt/dogbreed/jobs/{name}/output/model.tar.gz"},
+        "ResourceConfig": {"InstanceCount": 1, "VolumeSizeInGB": 50},
+        "StoppingCondition": {},
+        "FinalMetricDataList": [{"MetricName": "test_acc", "Value": 0.81, "Timestamp": 0}],
     }
 
 
-def test_create_training_job_with_debugger_rules_and_wait(
+def staged_packages() -> set[str]:
+    return {Requirement(line).name for line in staged_requirements()}
+
+
+def create_training(stubber: Stubber, expected: dict[str, Any]) -> None:
+    """The create call, and the describe v3's ``TrainingJob.create`` makes right after it."""
+    stubber.add_response("create_training_job", {"TrainingJobArn": "arn:x"}, expected)
+    if SDK == "v3":
+        stubber.add_response(
+            "describe_training_job", described(expected["TrainingJobName"]), {"TrainingJobName": ANY}
+        )
+
+
+def test_create_training_job_without_debugger_and_wait(
     aws: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    """The default job: no AWS Debugger resource at all (a new account has none), so no smdebug in the job
+    either, followed to its end."""
     from launch import train
 
     name = "dogbreed-test-1"
-    expected = training_request(name, {})
-    rules = ["VanishingGradient", "Overfit", "Overtraining", "PoorWeightInitialization", "LossNotDecreasing"]
-    expected["DebugRuleConfigurations"] = [
-        {
-            "RuleConfigurationName": r,
-            "RuleEvaluatorImage": RULE_IMAGE,
-            "RuleParameters": {"rule_to_invoke": r},
-        }
-        for r in rules
-    ]
-    expected["DebugHookConfig"] = {
-        "S3OutputPath": "s3://bkt/dogbreed/jobs/debug-output",
-        "HookParameters": {"train.save_interval": "100", "eval.save_interval": "10"},
-        "CollectionConfigurations": ANY,  # a set inside the SDK: order varies, checked below
-    }
-    done = {
-        "TrainingJobName": name, "TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/x",
-        "TrainingJobStatus": "Completed", "SecondaryStatus": "Completed", "CreationTime": 0,
-        "AlgorithmSpecification": {"TrainingInputMode": "File"},
-        "ModelArtifacts": {"S3ModelArtifacts": f"s3://bkt/dogbreed/jobs/{name}/output/model.tar.gz"},
-        "ResourceConfig": {"InstanceCount": 1, "VolumeSizeInGB": 50}, "StoppingCondition": {},
-        "FinalMetricDataList": [{"MetricName": "test_acc", "Value": 0.81, "Timestamp": 0}],
-    }  # fmt: skip
 
     def plan(stubber: Stubber) -> None:
-        stubber.add_response("create_training_job", {"TrainingJobArn": "arn:x"}, expected)
-        stubber.add_response(
-            "describe_training_job", done, {"TrainingJobName": name}
-        )  # already done: no log tail
-        stubber.add_response("describe_training_job", done, {"TrainingJobName": name})
+        create_training(stubber, training_request(name))
+        for _ in range(2):  # already done: no log tail, no sleep
+            stubber.add_response("describe_training_job", described(name), {"TrainingJobName": name})
 
     made = stub_session(train, monkeypatch, plan)
     monkeypatch.setattr("time.sleep", lambda s: pytest.fail(f"waited {s} s"))
     overrides = [*COMMON, f"launch.job_name={name}", "launch.wait=true", f"paths.output_dir={tmp_path}"]
     record = train.run(compose("launch_train", overrides), overrides)
     made["stubber"].assert_no_pending_responses()
-    collections = sorted((c["CollectionName"], c["CollectionParameters"]["save_interval"])
-                         for c in made["params"]["DebugHookConfig"]["CollectionConfigurations"])  # fmt: skip
-    # One save interval per collection: the rules' own defaults (500) give way to the hook's.
-    assert collections == [("gradients", "100"), ("losses", "10"), ("relu_input", "500"), ("weights", "100")]
+    sent = made["params"]["CreateTrainingJob"][0]
+    assert not {"DebugHookConfig", "DebugRuleConfigurations", "ProfilerRuleConfigurations"} & set(sent)
     assert record["metrics"] == {"test_acc": 0.81} and record["model_data"].endswith(
         f"{name}/output/model.tar.gz"
     )
+    assert record["hyperparameters"] == {"model": "resnet18", "model.lr": "0.003"}  # the same under both SDKs
+    argv = [token for key, value in sent["HyperParameters"].items() for token in (f"--{key}", value)]
+    assert {"model=resnet18", "model.lr=0.003"} <= set(parse_args(argv))  # what the job's shim reads back
+    assert "smdebug" not in staged_packages() and {"lightning", "nvidia-ml-py"} <= staged_packages()
+
+
+def test_builtin_debugger_rules_and_a_rejection_that_names_the_switch(
+    aws: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """launch.debugger.builtin_rules=true: v2 sends the hook, the rules and ProfilerReport, the job installs
+    smdebug to feed that hook, and an account without Debugger gets an error that says which switch to flip;
+    v3 cannot send them and says so (and the job gets no smdebug)."""
+    from launch import train
+
+    name = "dogbreed-test-dbg"
+    expected = training_request(name)
+    if SDK == "v2":
+        rules = [
+            "VanishingGradient",
+            "Overfit",
+            "Overtraining",
+            "PoorWeightInitialization",
+            "LossNotDecreasing",
+        ]
+        expected["DebugRuleConfigurations"] = [
+            {
+                "RuleConfigurationName": r,
+                "RuleEvaluatorImage": RULE_IMAGE,
+                "RuleParameters": {"rule_to_invoke": r},
+            }
+            for r in rules
+        ]
+        expected["DebugHookConfig"] = {
+            "S3OutputPath": "s3://bkt/dogbreed/jobs/debug-output",
+            "HookParameters": {"train.save_interval": "100", "eval.save_interval": "10"},
+            "CollectionConfigurations": ANY,  # a set inside the SDK: order varies, checked below
+        }
+        expected["ProfilerRuleConfigurations"] = [
+            {
+                "RuleConfigurationName": "ProfilerReport",
+                "RuleEvaluatorImage": RULE_IMAGE,
+                "RuleParameters": {"rule_to_invoke": "ProfilerReport"},
+            }
+        ]
+        expected["ProfilerConfig"] = {
+            "S3OutputPath": "s3://bkt/dogbreed/jobs",
+            "DisableProfiler": False,
+            "ProfilingIntervalInMilliseconds": 500,
+        }
+
+    sessions: list[int] = []
+
+    def plan(stubber: Stubber) -> None:
+        sessions.append(1)
+        if len(sessions) == 1:
+            create_training(stubber, expected)
+        else:  # the second run: an account without Debugger
+            stubber.add_client_error(
+                "create_training_job",
+                "ValidationException",
+                "SageMaker Debugger is not available for this account",
+                400,
+            )
+
+    made = stub_session(train, monkeypatch, plan)
+    overrides = [
+        *COMMON,
+        f"launch.job_name={name}",
+        "launch.debugger.builtin_rules=true",
+        f"paths.output_dir={tmp_path}",
+    ]
+    with caplog.at_level(logging.WARNING, logger="launch"):
+        train.run(compose("launch_train", overrides), overrides)
+    assert ("smdebug" in staged_packages()) is (SDK == "v2")
+    if SDK == "v3":
+        made["stubber"].assert_no_pending_responses()
+        assert "has no effect with SageMaker SDK v3" in caplog.text
+        return
+    collections = sorted(
+        (c["CollectionName"], c["CollectionParameters"]["save_interval"])
+        for c in made["params"]["CreateTrainingJob"][0]["DebugHookConfig"]["CollectionConfigurations"]
+    )
+    # One save interval per collection: the rules' own defaults (500) give way to the hook's.
+    assert collections == [("gradients", "100"), ("losses", "10"), ("relu_input", "500"), ("weights", "100")]
+    with pytest.raises(ConfigError, match=r"ValidationException.*launch\.debugger\.builtin_rules=false"):
+        train.run(compose("launch_train", overrides), overrides)
+    made["stubber"].assert_no_pending_responses()
 
 
 def test_create_training_job_spot_distributed_isolated(
     aws: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    import boto3
+
     from launch import train
 
     name = "dogbreed-test-2"
     weights = tmp_path / "resnet18-f37072fd.pth"
     weights.write_bytes(b"state dict")
-    expected = training_request(name, {
-        "sagemaker_torch_distributed_enabled": "true",
-        "sagemaker_instance_type": '"ml.g5.12xlarge"',
-        # Network isolation: the code travels as an input channel, not downloaded by the container.
-        "sagemaker_submit_directory": '"/opt/ml/input/data/code/sourcedir.tar.gz"',
-    })  # fmt: skip
+    expected = training_request(
+        name, [s3_channel("weights", "s3://bkt/dogbreed/weights/resnet18-f37072fd.pth")], isolated=True
+    )
+    if SDK == "v2":
+        expected["HyperParameters"] |= {
+            "sagemaker_torch_distributed_enabled": "true",
+            "sagemaker_instance_type": '"ml.g5.12xlarge"',
+        }
     expected["ResourceConfig"] = {"VolumeSizeInGB": 50, "InstanceCount": 2, "InstanceType": "ml.g5.12xlarge"}
     expected["StoppingCondition"] = {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
     expected["EnableManagedSpotTraining"] = True
@@ -192,41 +289,90 @@ def test_create_training_job_spot_distributed_isolated(
         "LocalPath": "/opt/ml/checkpoints",
     }
     expected["EnableNetworkIsolation"] = True
-    expected["InputDataConfig"] = [*CHANNELS, *({
-        "ChannelName": channel,
-        "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3DataDistributionType": "FullyReplicated",
-                                        "S3Uri": uri}},
-    } for channel, uri in [("weights", "s3://bkt/dogbreed/weights/resnet18-f37072fd.pth"),
-                           ("code", f"s3://bkt/dogbreed/code/{name}/source/sourcedir.tar.gz")])]  # fmt: skip
     expected["Environment"] = {"TORCH_HOME": "/opt/ml/input/data/weights"}
-    made = stub_session(
-        train,
-        monkeypatch,
-        lambda s: s.add_response("create_training_job", {"TrainingJobArn": "arn:x"}, expected),
-    )
+    expected["Tags"] = [{"Key": "team", "Value": "vision"}]
+    made = stub_session(train, monkeypatch, lambda s: create_training(s, expected))
     overrides = [
-        *COMMON, f"launch.job_name={name}", "launch.instance_count=2", "launch.instance_type=ml.g5.12xlarge",
-        "launch.use_spot=true", "launch.max_run=3600", "launch.network_isolation=true",
-        f"launch.weights={weights}", "+launch.environment.TORCH_HOME=/opt/ml/input/data/weights",
+        *COMMON,
+        f"launch.job_name={name}",
+        "launch.instance_count=2",
+        "launch.instance_type=ml.g5.12xlarge",
+        "launch.use_spot=true",
+        "launch.max_run=3600",
+        "launch.network_isolation=true",
+        f"launch.weights={weights}",
+        "+launch.environment.TORCH_HOME=/opt/ml/input/data/weights",
+        "+launch.tags.team=vision",
         f"paths.output_dir={tmp_path}",
-    ]  # fmt: skip
+    ]
     train.run(compose("launch_train", overrides), overrides)
     made["stubber"].assert_no_pending_responses()
     # The weights file really went to S3 (moto), where the channel points.
-    body = (
-        made["session"]
-        .boto_session.client("s3")
-        .get_object(Bucket="bkt", Key="dogbreed/weights/resnet18-f37072fd.pth")
-    )
+    body = boto3.client("s3").get_object(Bucket="bkt", Key="dogbreed/weights/resnet18-f37072fd.pth")
     assert body["Body"].read() == b"state dict"
+    if (
+        SDK == "v3"
+    ):  # torch_distributed: v3's torchrun driver, selected in the drivers channel's distributed.json
+        channels = {c["ChannelName"]: c for c in made["params"]["CreateTrainingJob"][0]["InputDataConfig"]}
+        drivers = channels["sm_drivers"]["DataSource"]["S3DataSource"]["S3Uri"].removeprefix("s3://bkt/")
+        listed = boto3.client("s3").list_objects_v2(Bucket="bkt", Prefix=drivers)["Contents"]
+        keys = {o["Key"].removeprefix(drivers).lstrip("/") for o in listed}
+        assert {"sm_train.sh", "distributed.json", "distributed_drivers/torchrun_driver.py"} <= keys
+        assert drivers.startswith("dogbreed/")  # staged under launch.prefix
 
 
-def test_create_tuning_job(aws: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from launch import tune, tune_sagemaker
+TUNING_RANGES = {
+    "ContinuousParameterRanges": [
+        {"Name": "model.lr", "MinValue": "0.001", "MaxValue": "0.1", "ScalingType": "Logarithmic"},
+        {"Name": "model.momentum", "MinValue": "0.8", "MaxValue": "0.99", "ScalingType": "Linear"},
+    ],
+    # v2 JSON-quotes a framework estimator's categorical values, v3 sends them as given (the shim reads both).
+    "CategoricalParameterRanges": [
+        {
+            "Name": "data.batch_size",
+            "Values": [f'"{v}"' if SDK == "v2" else v for v in ("32", "64", "128", "256")],
+        }
+    ],
+    "IntegerParameterRanges": [
+        {"Name": "trainer.max_epochs", "MinValue": "2", "MaxValue": "5", "ScalingType": "Linear"}
+    ],
+}
 
-    name = "dogbreed-tune-1"
-    static = {k: v for k, v in training_request(name, {})["HyperParameters"].items() if k != "model.lr"}
-    expected = {
+
+def tuning_request(name: str) -> dict[str, Any]:
+    static = {k: v for k, v in hyperparameters(name, {"model": "resnet18"}).items()}
+    definition: dict[str, Any] = {
+        "StaticHyperParameters": static,
+        "RoleArn": ROLE,
+        "OutputDataConfig": {"S3OutputPath": "s3://bkt/dogbreed/jobs"},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 86400},
+        "AlgorithmSpecification": {
+            "TrainingInputMode": "File",
+            "TrainingImage": IMAGE,
+            "MetricDefinitions": METRICS,
+        },
+        "InputDataConfig": CHANNELS,
+    }
+    if SDK == "v2":
+        static |= {
+            "sagemaker_estimator_class_name": '"PyTorch"',
+            "sagemaker_estimator_module": '"sagemaker.pytorch.estimator"',
+        }
+        definition["HyperParameterTuningResourceConfig"] = {
+            "InstanceCount": 1,
+            "InstanceType": "ml.g4dn.xlarge",
+            "VolumeSizeInGB": 50,
+        }
+    else:  # the tuning API takes no entrypoint: its jobs run the image's training toolkit on the tarball
+        static |= {"sagemaker_program": "sagemaker_entry.py", "sagemaker_submit_directory": ANY}
+        definition["ResourceConfig"] = {
+            "InstanceCount": 1,
+            "InstanceType": "ml.g4dn.xlarge",
+            "VolumeSizeInGB": 50,
+        }
+        definition["InputDataConfig"] = [*CHANNELS, V3_CODE[1]]
+        definition["OutputDataConfig"]["CompressionType"] = "GZIP"
+    return {
         "HyperParameterTuningJobName": name,
         "HyperParameterTuningJobConfig": {
             "Strategy": "Bayesian",
@@ -234,62 +380,40 @@ def test_create_tuning_job(aws: dict, monkeypatch: pytest.MonkeyPatch, tmp_path:
             "TrainingJobEarlyStoppingType": "Auto",
             "RandomSeed": 42,
             "HyperParameterTuningJobObjective": {"Type": "Maximize", "MetricName": "val_acc"},
-            "ParameterRanges": {
-                "ContinuousParameterRanges": [
-                    {
-                        "Name": "model.lr",
-                        "MinValue": "0.001",
-                        "MaxValue": "0.1",
-                        "ScalingType": "Logarithmic",
-                    },
-                    {
-                        "Name": "model.momentum",
-                        "MinValue": "0.8",
-                        "MaxValue": "0.99",
-                        "ScalingType": "Linear",
-                    },
-                ],
-                "CategoricalParameterRanges": [
-                    {"Name": "data.batch_size", "Values": ['"32"', '"64"', '"128"', '"256"']}
-                ],
-                "IntegerParameterRanges": [
-                    {"Name": "trainer.max_epochs", "MinValue": "2", "MaxValue": "5", "ScalingType": "Linear"}
-                ],
-            },
+            "ParameterRanges": TUNING_RANGES,
         },
-        "TrainingJobDefinition": {
-            "StaticHyperParameters": {
-                **static,
-                "sagemaker_estimator_class_name": '"PyTorch"',
-                "sagemaker_estimator_module": '"sagemaker.pytorch.estimator"',
-            },
-            "RoleArn": ROLE,
-            "OutputDataConfig": {"S3OutputPath": "s3://bkt/dogbreed/jobs"},
-            "StoppingCondition": {"MaxRuntimeInSeconds": 86400},
-            "HyperParameterTuningResourceConfig": {
-                "InstanceCount": 1,
-                "InstanceType": "ml.g4dn.xlarge",
-                "VolumeSizeInGB": 50,
-            },
-            "AlgorithmSpecification": {
-                "TrainingInputMode": "File",
-                "TrainingImage": IMAGE,
-                "MetricDefinitions": METRICS,
-            },
-            "InputDataConfig": CHANNELS,
-        },
+        "TrainingJobDefinition": definition,
         "WarmStartConfig": {
             "WarmStartType": "IdenticalDataAndAlgorithm",
             "ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": "dogbreed-tune-0"}],
         },
     }
-    made = stub_session(
-        tune_sagemaker, monkeypatch,
-        lambda s: s.add_response("create_hyper_parameter_tuning_job", {"HyperParameterTuningJobArn": "arn:x"},
-                                 expected),
-    )  # fmt: skip
-    overrides = [*COMMON, "backend=sagemaker", f"tune.job_name={name}",
-                 "tune.warm_start.parents=[dogbreed-tune-0]", f"paths.output_dir={tmp_path}"]  # fmt: skip
+
+
+def test_create_tuning_job(aws: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from launch import tune, tune_sagemaker
+
+    name = "dogbreed-tune-1"
+
+    def plan(stubber: Stubber) -> None:
+        stubber.add_response(
+            "create_hyper_parameter_tuning_job", {"HyperParameterTuningJobArn": "arn:x"}, tuning_request(name)
+        )
+        if SDK == "v3":  # HyperParameterTuningJob.create describes what it created
+            stubber.add_response(
+                "describe_hyper_parameter_tuning_job",
+                BEST | {"HyperParameterTuningJobName": name},
+                {"HyperParameterTuningJobName": name},
+            )
+
+    made = stub_session(tune_sagemaker, monkeypatch, plan)
+    overrides = [
+        *COMMON,
+        "backend=sagemaker",
+        f"tune.job_name={name}",
+        "tune.warm_start.parents=[dogbreed-tune-0]",
+        f"paths.output_dir={tmp_path}",
+    ]
     assert tune.run(compose("launch_tune", overrides), overrides) == {
         "tuning_job": name,
         "region": "us-east-1",
@@ -297,30 +421,41 @@ def test_create_tuning_job(aws: dict, monkeypatch: pytest.MonkeyPatch, tmp_path:
     made["stubber"].assert_no_pending_responses()
 
 
-def test_hyperband_and_attach_report_the_best_job(
+BEST = {
+    "HyperParameterTuningJobName": "old-tune",
+    "HyperParameterTuningJobArn": "arn:x",
+    "HyperParameterTuningJobConfig": {
+        "Strategy": "Hyperband",
+        "ResourceLimits": {"MaxParallelTrainingJobs": 2},
+    },
+    "HyperParameterTuningJobStatus": "Completed",
+    "CreationTime": 0,
+    "TrainingJobStatusCounters": {"Completed": 8},
+    "ObjectiveStatusCounters": {"Succeeded": 8},
+    "BestTrainingJob": {
+        "TrainingJobName": "old-tune-007-abc",
+        "TrainingJobArn": "arn:y",
+        "CreationTime": 0,
+        "TrainingJobStatus": "Completed",
+        "TunedHyperParameters": {
+            "model.lr": "0.0123",
+            "model.optimizer": '"adam"',
+            "data.batch_size": '"64"',
+        },
+        "FinalHyperParameterTuningJobObjectiveMetric": {"MetricName": "val_acc", "Value": 0.91},
+    },
+}
+
+
+def test_attach_reports_the_best_job_and_writes_best_yaml(
     aws: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from launch import tune, tune_sagemaker
 
-    best = {
-        "HyperParameterTuningJobName": "old-tune", "HyperParameterTuningJobArn": "arn:x",
-        "HyperParameterTuningJobConfig": {"Strategy": "Hyperband",
-                                          "ResourceLimits": {"MaxParallelTrainingJobs": 2}},
-        "HyperParameterTuningJobStatus": "Completed", "CreationTime": 0,
-        "TrainingJobStatusCounters": {"Completed": 8}, "ObjectiveStatusCounters": {"Succeeded": 8},
-        "BestTrainingJob": {
-            "TrainingJobName": "old-tune-007-abc", "TrainingJobArn": "arn:y", "CreationTime": 0,
-            "TrainingJobStatus": "Completed",
-            "TunedHyperParameters": {"model.lr": "0.0123", "model.optimizer": '"adam"',
-                                     "data.batch_size": '"64"'},
-            "FinalHyperParameterTuningJobObjectiveMetric": {"MetricName": "val_acc", "Value": 0.91},
-        },
-    }  # fmt: skip
-
     def plan(stubber: Stubber) -> None:
         for _ in range(2):
             stubber.add_response(
-                "describe_hyper_parameter_tuning_job", best, {"HyperParameterTuningJobName": "old-tune"}
+                "describe_hyper_parameter_tuning_job", BEST, {"HyperParameterTuningJobName": "old-tune"}
             )
 
     stub_session(tune_sagemaker, monkeypatch, plan)
@@ -331,11 +466,27 @@ def test_hyperband_and_attach_report_the_best_job(
     best_yaml = (tmp_path / "best.yaml").read_text()
     assert "lr: 0.0123" in best_yaml and "optimizer: adam" in best_yaml and "batch_size: 64" in best_yaml
 
-    kwargs = tune_sagemaker.tuner_kwargs(compose("launch_tune", ["tune.strategy=Hyperband",
-                                                                 "tune.early_stopping_type=Off",
-                                                                 "trainer.max_epochs=9"]).tune)  # fmt: skip
-    config = kwargs["strategy_config"].to_input_req()
-    assert config == {"HyperbandStrategyConfig": {"MinResource": 1, "MaxResource": 9}}
+
+def test_hyperband_tuning_request(aws: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from launch import tune, tune_sagemaker
+
+    made = stub_session(
+        tune_sagemaker, monkeypatch, lambda s: s.add_client_error("create_hyper_parameter_tuning_job")
+    )
+    overrides = [
+        *COMMON,
+        "backend=sagemaker",
+        "tune.job_name=hb-1",
+        "tune.strategy=Hyperband",
+        "tune.early_stopping_type=Off",
+        "trainer.max_epochs=9",
+        f"paths.output_dir={tmp_path}",
+    ]
+    with pytest.raises(Exception, match="create_hyper_parameter_tuning_job|CreateHyperParameterTuningJob"):
+        tune.run(compose("launch_tune", overrides), overrides)
+    config = made["params"]["CreateHyperParameterTuningJob"][0]["HyperParameterTuningJobConfig"]
+    assert config["StrategyConfig"] == {"HyperbandStrategyConfig": {"MinResource": 1, "MaxResource": 9}}
+    assert config["Strategy"] == "Hyperband" and config["TrainingJobEarlyStoppingType"] == "Off"
 
 
 @pytest.mark.parametrize(
@@ -346,13 +497,14 @@ def test_hyperband_and_attach_report_the_best_job(
         (["tune.strategy=Sobol"], "tune.strategy='Sobol' must be one of"),
         (["tune.objective=accuracy"], "tune.objective='accuracy' is not a metric the training prints"),
         (["tune.space.lr.low=0"], "need 0 < low < high for log scale"),
+        (["tune.warm_start.parents=[a]", "tune.warm_start.type=Warm"], "tune.warm_start.type='Warm' must be"),
     ],
 )
 def test_tuner_settings_are_checked_before_anything_is_sent(overrides: list[str], message: str) -> None:
-    from launch.tune_sagemaker import tuner_kwargs
+    from launch.tune_sagemaker import settings
 
     with pytest.raises(ConfigError, match=message):
-        tuner_kwargs(compose("launch_tune", overrides).tune)
+        settings(compose("launch_tune", overrides).tune)
 
 
 @pytest.mark.parametrize(
@@ -363,6 +515,8 @@ def test_tuner_settings_are_checked_before_anything_is_sent(overrides: list[str]
         (["launch.job_name=no_underscores"], "launch.job_name='no_underscores' must be"),
         (["launch.use_spot=true", "launch.max_wait=60"], "launch.max_wait=60 must be >= launch.max_run"),
         (["launch.distribution=mpi"], "launch.distribution='mpi' must be"),
+        (["launch.sdk=v1"], "launch.sdk='v1' must be auto, v2 or v3"),
+        ([f"launch.sdk={'v3' if SDK == 'v2' else 'v2'}"], r"pip install 'dogbreed\[sagemaker"),
     ],
 )
 def test_launch_settings_errors_name_the_key(
@@ -373,25 +527,3 @@ def test_launch_settings_errors_name_the_key(
     all_overrides = [*COMMON, *overrides, f"paths.output_dir={tmp_path}"]
     with pytest.raises(ConfigError, match=message):
         train.run(compose("launch_train", all_overrides), all_overrides)
-
-
-def test_staged_source_is_the_whole_job(tmp_path: Path) -> None:
-    """The job's source_dir runs on its own: the packages, the configs, the entry point, the requirements."""
-    import subprocess
-    import sys
-
-    from launch.estimator import ENTRY_POINT, staged_source
-
-    with staged_source(["smdebug"]) as root:
-        requirements = (root / "requirements.txt").read_text().splitlines()
-        names = {r.split("<")[0].split(">")[0].split("=")[0] for r in requirements}
-        assert {"lightning", "hydra-core", "torchmetrics", "smdebug", "pandas"} <= names
-        assert not names & {"torch", "torchvision", "sagemaker", "optuna", "dogbreed"}  # the image has torch
-        assert "from launch.shim import main" in (root / ENTRY_POINT).read_text()
-        probe = ("import dogbreed, dogbreed.config, launch.shim; print(dogbreed.__file__); "
-                 "print((dogbreed.config.CONFIG_DIR / 'train.yaml').is_file())")  # fmt: skip
-        done = subprocess.run(
-            [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=60
-        )
-        where, found = done.stdout.split()
-        assert where.startswith(str(root)) and found == "True", done.stderr

@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from dogbreed.config import ConfigError, compose
-from launch.space import Categorical, Continuous, Integer, build_space
+from launch.space import Categorical, Continuous, Integer, build_space, sagemaker_range
 
 
 def journal(path: Path) -> optuna.storages.JournalStorage:
@@ -108,7 +108,9 @@ def test_space_suggests_within_ranges_and_maps_to_sagemaker() -> None:
             128,
             256,
         )
-    ranges = {name: p.sagemaker().as_tuning_range(p.key) for name, p in space.items()}
+    from sagemaker import tuner
+
+    ranges = {name: sagemaker_range(p, tuner).as_tuning_range(p.key) for name, p in space.items()}
     assert ranges["lr"] == {
         "Name": "model.lr",
         "MinValue": "0.001",

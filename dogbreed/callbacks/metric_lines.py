@@ -1,7 +1,6 @@
 """Print one ``epoch=N key=value …`` line per epoch: what SageMaker's metric_definitions scrape.
 
-``EPOCH_KEYS`` (these lines), ``FINAL_KEYS`` (the last lines of a run) and ``metric_regex`` are the single
-source of truth for those regexes: launch/ builds SageMaker's metric_definitions from them.
+The keys and the regex SageMaker reads them with live in ``dogbreed.metric_format`` (torch-free, for launch/).
 """
 
 from __future__ import annotations
@@ -11,18 +10,13 @@ import sys
 
 import lightning.pytorch as pl
 
-EPOCH_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_acc_top5")
-FINAL_KEYS = ("val_loss", "val_acc", "test_loss", "test_acc", "test_acc_top5")
-NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|nan|inf)"
+from dogbreed.metric_format import EPOCH_KEYS, FINAL_KEYS, NUMBER, metric_regex
+
+__all__ = ["EPOCH_KEYS", "FINAL_KEYS", "NUMBER", "MetricLines", "format_line", "metric_regex"]
 
 
 def format_value(value: float) -> str:
     return f"{value:.6g}" if math.isfinite(value) else str(value)
-
-
-def metric_regex(key: str) -> str:
-    """Regex whose first group captures ``key``'s value in a printed ``key=value`` line."""
-    return rf"(?:^|\s){key}={NUMBER}"
 
 
 def format_line(values: dict[str, float]) -> str:

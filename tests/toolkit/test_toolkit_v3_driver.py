@@ -25,8 +25,9 @@ import pytest
 from jobs import BUCKET, JOB_TIMEOUT_S, REGION, ROLE, TRAINING, boto_s3, upload
 
 from dogbreed.config import compose
-from launch.estimator import ENTRY_POINT, metric_definitions, staged_source
+from launch.job import metric_definitions
 from launch.overrides import to_hyperparameters, training_overrides, v3_hyperparameter_name
+from launch.source import ENTRY_POINT, staged_source
 
 pytestmark = [pytest.mark.slow, pytest.mark.toolkit]
 IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.8.0-gpu-py312"
