@@ -1,11 +1,12 @@
-"""Plumbing shared by the three launch commands: module docstring as ``--help``, flag aliases,
-atomic files."""
+"""Plumbing shared by the launch commands: module docstring as ``--help``, flag aliases, user errors as one
+line, atomic files."""
 
 from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,21 @@ def rewrite_flags(argv: list[str], aliases: Mapping[str, tuple[str, bool]]) -> l
             out.append(argv[i])
         i += 1
     return out
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """What the user can fix or act on ends the command with one ``error: …`` line instead of a traceback:
+    a config mistake (ConfigError: exit 2, as ``python -m dogbreed.train``), a wait that ran out of its
+    ``launch.timeouts`` budget (exit 1)."""
+    from dogbreed.config import ConfigError
+    from launch.session import WaitTimeout
+
+    try:
+        yield
+    except (ConfigError, WaitTimeout) as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2 if isinstance(exc, ConfigError) else 1) from None
 
 
 def run_main(main: Callable[[], Any], aliases: Mapping[str, tuple[str, bool]] | None = None) -> None:

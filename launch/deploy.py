@@ -21,7 +21,6 @@ import base64
 import json
 import logging
 import sys
-import tarfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,15 +29,14 @@ import hydra
 from omegaconf import DictConfig
 
 from dogbreed.config import CONFIG_DIR, ConfigError
-from launch.cli import run_main, write_json
-from launch.job import Endpoint, Image, Model
+from launch.cli import run_main, user_errors, write_json
+from launch.job import Endpoint
+from launch.model import model_spec
 from launch.sdk.common import create_endpoint, create_model
-from launch.session import Session, check_status, console_url, make_session, timeout_s, wait_until
+from launch.session import Session, console_url, make_session, timeout_s, wait_until
 
 log = logging.getLogger("launch.deploy")
 CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
-# The handler inside model.tar.gz (code/inference.py); SageMaker's inference toolkit imports it from here.
-SERVING_ENV = {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"}
 
 
 class Predictor:
@@ -56,60 +54,6 @@ class Predictor:
         return json.loads(answer["Body"].read())
 
 
-def check_archive(path: Path) -> Path:
-    """``path`` must be a model.tar.gz holding model.pt and code/inference.py
-    (what dogbreed.train exports)."""
-    if not path.is_file():
-        raise ConfigError(
-            f"deploy.model: {path} does not exist; point it at a run directory, its "
-            "model/model.tar.gz, or an s3:// URI"
-        )
-    try:
-        with tarfile.open(path) as tar:
-            names = set(tar.getnames())
-    except tarfile.TarError as exc:
-        raise ConfigError(f"deploy.model: {path} is not a readable model.tar.gz ({exc})") from None
-    missing = {"model.pt", "code/inference.py"} - names
-    if missing:
-        raise ConfigError(
-            f"deploy.model: {path} lacks {', '.join(sorted(missing))}; export it with "
-            "`python -m dogbreed.train` (export.enabled=true)"
-        )
-    return path
-
-
-def local_archive(model: str) -> Path:
-    path = Path(model)
-    if path.is_dir():
-        candidates = [path / "model" / "model.tar.gz", path / "model.tar.gz"]
-        path = next((c for c in candidates if c.is_file()), candidates[0])
-    return check_archive(path)
-
-
-def model_data(cfg: DictConfig, session: Session, name: str) -> str:
-    """S3 URI of the model.tar.gz to serve (uploading a local one first)."""
-    d = cfg.deploy
-    given = [k for k in ("model", "training_job", "tuning_job") if d.get(k)]
-    if len(given) != 1:
-        raise ConfigError(
-            "set exactly one of deploy.model (run dir, model.tar.gz or s3:// URI), "
-            f"deploy.training_job or deploy.tuning_job (got {given or 'none'})"
-        )
-    if d.get("model"):
-        if str(d.model).startswith("s3://"):
-            return str(d.model)
-        archive = local_archive(str(d.model))
-        return session.upload(archive, session.bucket(cfg.launch), f"{cfg.launch.prefix}/models/{name}")
-    job = d.get("training_job")
-    if d.get("tuning_job"):
-        from launch.tune_sagemaker import best_job
-
-        job = best_job(session, str(d.tuning_job))["training_job"]
-    desc = session.client.describe_training_job(TrainingJobName=str(job))
-    check_status(desc, "TrainingJobStatus", ("Completed",), f"Training job {job}")
-    return desc["ModelArtifacts"]["S3ModelArtifacts"]
-
-
 def predict_file(predictor: Predictor, path: str | Path) -> dict[str, Any]:
     """Send one image file (image/jpeg or image/png by its suffix) and return the decoded JSON answer."""
     path = Path(path)
@@ -122,21 +66,6 @@ def predict_batch(predictor: Predictor, paths: Sequence[str | Path]) -> dict[str
         {"instances": [{"b64": base64.b64encode(Path(p).read_bytes()).decode()} for p in paths]}
     )
     return predictor.predict(body.encode(), "application/json")
-
-
-def model_spec(cfg: DictConfig, session: Session, name: str) -> Model:
-    """The SageMaker model to serve: the PyTorch inference image (or deploy.image_uri) over the archive."""
-    d = cfg.deploy
-    image = Image(uri=d.image_uri) if d.get("image_uri") else Image(
-        framework_version=str(d.framework_version), py_version=str(d.py_version)
-    )  # fmt: skip
-    return Model(
-        name=name,
-        role=session.role(cfg.launch),
-        image=image,
-        model_data=model_data(cfg, session, name),
-        environment=dict(SERVING_ENV),
-    )
 
 
 def endpoint_spec(cfg: DictConfig, name: str) -> Endpoint:
@@ -152,7 +81,7 @@ def deploy(cfg: DictConfig) -> Predictor:
     d, launch = cfg.deploy, cfg.launch
     session = make_session(launch)
     name = d.get("endpoint_name") or session.sdk.unique_name(f"{launch.base_job_name}-endpoint")
-    model, endpoint = model_spec(cfg, session, name), endpoint_spec(cfg, name)
+    model, endpoint = model_spec(cfg, "deploy", session, name), endpoint_spec(cfg, name)
     create_model(session, model, endpoint.instance_type)
     create_endpoint(session, model.name, endpoint)
     print(f"endpoint={name}", flush=True)
@@ -247,7 +176,8 @@ def run(cfg: DictConfig) -> Any:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="launch_deploy")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    with user_errors():
+        run(cfg)
 
 
 if __name__ == "__main__":

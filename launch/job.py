@@ -4,7 +4,7 @@
 composed config; the adapters ``launch.sdk.v2`` / ``launch.sdk.v3`` turn them into SageMaker Python SDK calls.
 Everything a user configures is decided here, once, so both SDKs send the same job (the tests assert the
 request payloads). ``Model`` is what CreateModel needs: an endpoint (``launch.deploy``) and a batch transform
-job are both built on it.
+job (``Transform``, ``launch.transform``) are both built on it.
 """
 
 from __future__ import annotations
@@ -112,6 +112,26 @@ class Model:
 
 
 @dataclass(frozen=True)
+class Transform:
+    """A Batch Transform job over the model ``model_name``: every object under ``input_uri`` (an S3 prefix
+    ending in ``/``) is one request of ``content_type`` (no splitting: one image per request), answered as
+    ``accept``; the answer to ``<input_uri><key>`` lands at ``<output_path>/<key>.out``."""
+
+    name: str
+    model_name: str
+    input_uri: str
+    output_path: str
+    instance_type: str
+    instance_count: int
+    max_concurrent_transforms: int
+    max_payload_mb: int
+    content_type: str
+    accept: str
+    environment: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Endpoint:
     """A real-time endpoint on instances, or a serverless one (``serverless`` = (memory MB, concurrency))."""
 
@@ -134,9 +154,15 @@ def is_accelerated(instance_type: str) -> bool:
 
 def job_name(session: Session, launch: DictConfig) -> str:
     """``launch.job_name``, or ``<launch.base_job_name>-<timestamp>``; checked against SageMaker's rules."""
-    name = launch.get("job_name") or session.sdk.unique_name(launch.base_job_name)
+    return checked_name(
+        launch.get("job_name") or session.sdk.unique_name(launch.base_job_name), "launch.job_name"
+    )
+
+
+def checked_name(name: str, key: str) -> str:
+    """``name`` (config key ``key``) if SageMaker accepts it as a job or model name."""
     if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", name):
-        raise ConfigError(f"launch.job_name={name!r} must be 1-63 letters, digits and hyphens")
+        raise ConfigError(f"{key}={name!r} must be 1-63 letters, digits and hyphens")
     return name
 
 

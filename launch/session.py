@@ -31,7 +31,12 @@ TERMINAL = {
     "TrainingJobStatus": ("Completed", "Failed", "Stopped"),
     "HyperParameterTuningJobStatus": ("Completed", "Failed", "Stopped"),
     "EndpointStatus": ("InService", "Failed", "OutOfService"),
+    "TransformJobStatus": ("Completed", "Failed", "Stopped"),
 }
+
+
+class WaitTimeout(TimeoutError):
+    """A wait ran out of its ``launch.timeouts`` budget; the message names the key (the resource goes on)."""
 
 
 def sdk_config(telemetry: bool, loaded: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -78,10 +83,27 @@ class Session:
         missing)."""
         return launch.get("bucket") or self.native.default_bucket()
 
+    @property
+    def s3(self) -> Any:
+        """The SDK session's boto3 S3 client."""
+        return self.native.s3_client
+
     def upload(self, path: Path, bucket: str, key_prefix: str) -> str:
         """Upload a file or folder; returns its S3 URI (the folder's prefix, or the file's key)."""
         log.info("Uploading %s to s3://%s/%s", path, bucket, key_prefix)
         return self.native.upload_data(str(path), bucket=bucket, key_prefix=key_prefix)
+
+    def upload_files(self, files: Mapping[str, Path], bucket: str, workers: int = 8) -> None:
+        """Upload each file to its key (``{key: path}``), ``workers`` at a time: many small files (images)
+        take one request each, so doing them one by one is mostly waiting."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def put(key: str) -> None:
+            self.s3.upload_file(str(files[key]), bucket, key)
+
+        log.info("Uploading %d files to s3://%s", len(files), bucket)
+        with ThreadPoolExecutor(workers, thread_name_prefix="upload") as pool:
+            list(pool.map(put, files))  # the first failure is raised here
 
     def role(self, launch: DictConfig) -> str:
         """``launch.role``, or the notebook/Studio execution role when running inside SageMaker."""
@@ -133,7 +155,7 @@ def wait_until(
             return desc
         waited = time.monotonic() - started
         if waited + poll_s > timeout_s:
-            raise TimeoutError(
+            raise WaitTimeout(
                 f"{what} is still {status} after {waited:.0f} s, and {timeout_key}={timeout_s:.0f} s allows "
                 f"no further wait; it keeps running on AWS: raise {timeout_key} to wait longer"
             )

@@ -24,7 +24,7 @@ import hydra
 from omegaconf import DictConfig
 
 from dogbreed.config import CONFIG_DIR, validate
-from launch.cli import run_main, task_overrides, write_json
+from launch.cli import run_main, task_overrides, user_errors, write_json
 from launch.job import explained_rejection, job_extras, job_name, training_job
 from launch.session import TERMINAL, Session, console_url, make_session, timeout_s, wait_until
 from launch.source import staged_source
@@ -88,7 +88,8 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="launch_train")
 def main(cfg: DictConfig) -> None:
-    run(cfg, task_overrides())
+    with user_errors():
+        run(cfg, task_overrides())
 
 
 if __name__ == "__main__":

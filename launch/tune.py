@@ -24,7 +24,7 @@ import hydra
 from omegaconf import DictConfig
 
 from dogbreed.config import CONFIG_DIR, ConfigError, validate
-from launch.cli import run_main, task_overrides
+from launch.cli import run_main, task_overrides, user_errors
 from launch.overrides import training_overrides
 
 log = logging.getLogger("launch.tune")
@@ -59,7 +59,8 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="launch_tune")
 def main(cfg: DictConfig) -> None:
-    run(cfg, task_overrides())
+    with user_errors():
+        run(cfg, task_overrides())
 
 
 if __name__ == "__main__":

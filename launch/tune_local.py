@@ -97,8 +97,15 @@ def open_storage(tune: DictConfig, output_dir: Path) -> optuna.storages.BaseStor
     scheme = url.split("://", 1)[0].split("+", 1)[0]
     # sqlite: wait for the writer holding the lock instead of failing with "database is locked"
     engine = {"connect_args": {"timeout": 60}} if scheme == "sqlite" else {"pool_pre_ping": True}
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
     try:
         return _rdb_storage(url, engine, tune.get("heartbeat_s") or None)
+    except (NoSuchModuleError, ArgumentError) as exc:
+        raise ConfigError(
+            f"tune.storage={redact(url)} is not a database URL SQLAlchemy knows ({exc}); use a journal file "
+            "path, postgresql://user:password@host/db, mysql+pymysql://… or sqlite:///study.db"
+        ) from None
     except ImportError as exc:
         extra = DRIVER_EXTRAS.get(scheme)
         fix = f"pip install 'dogbreed[{extra}]'" if extra else "install the SQLAlchemy driver for it"

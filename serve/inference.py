@@ -13,6 +13,11 @@ answers with that status too, and an unexpected failure is a 500 whose message h
 Limits (:class:`Limits`) come from the environment there: ``DOGBREED_MAX_IMAGE_PIXELS``,
 ``DOGBREED_MAX_REQUEST_PIXELS``, ``DOGBREED_MAX_ASPECT_RATIO``, ``DOGBREED_MAX_INSTANCES``,
 ``DOGBREED_TOP_K``.
+
+In a SageMaker Batch Transform job (the platform sets ``SAGEMAKER_BATCH=true``) a request the handlers
+refuse (4xx) is answered 200 ``{"error": "…"}`` instead: SageMaker writes no output for a record that got an
+error status and marks the whole job Failed, so one undecodable image among millions would fail the job
+and leave no trace of why. The answer becomes that image's error row (``serve/rows.py``).
 """
 
 from __future__ import annotations
@@ -99,6 +104,18 @@ class Limits:
 
 
 TOP_K = int(_env("DOGBREED_TOP_K", 5))
+
+
+def in_batch_transform() -> bool:
+    """Whether this process serves a SageMaker Batch Transform job (the platform sets SAGEMAKER_BATCH)."""
+    return os.environ.get("SAGEMAKER_BATCH", "").lower() == "true"
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Batch Transform: why a record could not be scored; ``output_fn`` answers it as ``{"error": …}``."""
+
+    error: str
 
 
 @dataclass
@@ -447,12 +464,18 @@ def handler(stage: str):
 
 
 @handler("reading the request")
-def input_fn(body: bytes | str, content_type: str | None) -> Batch:
-    """SageMaker: request body → :class:`Batch` (limits from the ``DOGBREED_*`` environment variables).
+def input_fn(body: bytes | str, content_type: str | None) -> Batch | Refused:
+    """SageMaker: request body → :class:`Batch` (limits from the ``DOGBREED_*`` environment variables);
+    in a Batch Transform job a refused request → :class:`Refused` (see the module docstring).
 
     The toolkit counts parameters (a third one would receive its context), so keep exactly two.
     """
-    return decode_request(body, content_type)
+    try:
+        return decode_request(body, content_type)
+    except RequestError as e:
+        if e.status >= 500 or not in_batch_transform():
+            raise
+        return Refused(e.error)
 
 
 def probabilities(images: list[torch.Tensor], model: torch.jit.ScriptModule) -> torch.Tensor:
@@ -474,8 +497,10 @@ def top_predictions(probs: torch.Tensor, class_names: list[str], top_k: int = TO
 
 
 @handler("running the model")
-def predict_fn(batch: Batch, model: torch.jit.ScriptModule) -> list[dict]:
-    """A :class:`Batch` → one prediction dict per image."""
+def predict_fn(batch: Batch | Refused, model: torch.jit.ScriptModule) -> list[dict] | Refused:
+    """A :class:`Batch` → one prediction dict per image (a :class:`Refused` passes through)."""
+    if isinstance(batch, Refused):
+        return batch
     return top_predictions(probabilities(batch.images, model), list(model.class_names), batch.top_k)
 
 
@@ -487,7 +512,10 @@ def check_accept(accept: str | None) -> None:
 
 
 @handler("writing the answer")
-def output_fn(predictions: list[dict], accept: str | None = JSON_TYPE) -> str:
-    """Prediction dicts → ``{"predictions": […]}`` JSON; only JSON is offered."""
+def output_fn(predictions: list[dict] | Refused, accept: str | None = JSON_TYPE) -> str:
+    """Prediction dicts → ``{"predictions": […]}`` JSON (a :class:`Refused` → ``{"error": …}``); only JSON
+    is offered."""
     check_accept(accept)
+    if isinstance(predictions, Refused):
+        return json.dumps({"error": predictions.error})
     return json.dumps({"predictions": predictions})

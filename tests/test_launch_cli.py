@@ -1,4 +1,4 @@
-"""The three launch commands as a user runs them: --help, flag aliases,
+"""The launch commands as a user runs them: --help, flag aliases,
 and (slow) the CLIs against moto_server."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from launch.cli import rewrite_flags
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 
 
-@pytest.mark.parametrize("module", ["launch.train", "launch.tune", "launch.deploy"])
+@pytest.mark.parametrize("module", ["launch.train", "launch.tune", "launch.deploy", "launch.transform"])
 def test_help_is_the_module_docstring(
     module: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:

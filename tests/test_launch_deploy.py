@@ -225,9 +225,9 @@ def test_delete_goes_endpoint_first_and_reports_what_remains(
 
 
 def test_deploy_refuses_an_archive_without_the_handler(tmp_path: Path) -> None:
-    from launch.deploy import local_archive
+    from launch.model import local_archive
 
-    with pytest.raises(ConfigError, match="lacks code/inference.py"):
-        local_archive(str(model_archive(tmp_path / "model.tar.gz", ("model.pt",))))
-    with pytest.raises(ConfigError, match="does not exist"):
-        local_archive(str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match="deploy.model: .* lacks code/inference.py"):
+        local_archive(str(model_archive(tmp_path / "model.tar.gz", ("model.pt",))), "deploy.model")
+    with pytest.raises(ConfigError, match="transform.model: .* does not exist"):
+        local_archive(str(tmp_path / "nowhere"), "transform.model")

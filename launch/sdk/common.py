@@ -1,12 +1,13 @@
 """What both adapters do the same way: the image URI, the tuner's common keywords, CreateModel,
-CreateEndpointConfig + CreateEndpoint.
+CreateEndpointConfig + CreateEndpoint, CreateTransformJob.
 
-SDK v3 (``sagemaker.core``) keeps v2's ``image_uris.retrieve`` and its Session helpers (``container_def``,
-``production_variant``, ``Session.create_model``, ``Session.endpoint_from_production_variants``) under new
-module names, and v3's ``HyperparameterTuner`` takes v2's keywords; so each adapter names its SDK's objects in
-``HELPERS`` and this code is written once. Deploy
-uses these Session helpers rather than v3's ``sagemaker.core.resources.Model.create``, which describes the
-model it made and fails validating an empty ``VpcConfig`` (as moto returns it).
+SDK v3 (``sagemaker.core``) keeps v2's ``image_uris.retrieve``, its Session helpers (``container_def``,
+``production_variant``, ``Session.create_model``, ``Session.endpoint_from_production_variants``) and its
+``Transformer`` (same keywords) under new module names, and v3's ``HyperparameterTuner`` takes v2's keywords;
+so each adapter names its SDK's objects in ``HELPERS`` and this code is written once. Deploy uses these
+Session helpers rather than v3's ``sagemaker.core.resources.Model.create``, which describes the model it made
+and fails validating an empty ``VpcConfig`` (as moto returns it); transform uses the ``Transformer`` both SDKs
+have rather than v3's ``TransformJob.create`` (a describe after the create, and a v3-only code path).
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from launch.session import Session
 
 @dataclass(frozen=True)
 class Helpers:
-    """One SDK's image-URI module, serverless config class, and Session helper functions."""
+    """One SDK's image-URI module, serverless config and Transformer classes, and Session helper
+    functions."""
 
     image_uris: ModuleType
     serverless_config: type
     container_def: Callable[..., dict]
     production_variant: Callable[..., dict]
+    transformer: type
 
 
 def image_uri(sess: Session, image: spec.Image, scope: str, instance_type: str | None) -> str:
@@ -88,3 +91,31 @@ def create_endpoint(sess: Session, model_name: str, endpoint: spec.Endpoint) -> 
         serverless_inference_config=serverless,
     )
     sess.native.endpoint_from_production_variants(endpoint.name, [variant], wait=False)
+
+
+def start_transform(sess: Session, job: spec.Transform) -> None:
+    """CreateTransformJob (returns at once): one record per S3 object, sent whole (no splitting)."""
+    helpers: Helpers = sess.sdk.HELPERS
+    transformer = helpers.transformer(
+        model_name=job.model_name,
+        instance_count=job.instance_count,
+        instance_type=job.instance_type,
+        strategy="SingleRecord",
+        assemble_with="None",
+        output_path=job.output_path,
+        accept=job.accept,
+        max_concurrent_transforms=job.max_concurrent_transforms,
+        max_payload=job.max_payload_mb,
+        tags=[{"Key": k, "Value": v} for k, v in job.tags.items()] or None,
+        env=dict(job.environment) or None,
+        sagemaker_session=sess.native,
+    )
+    transformer.transform(
+        job.input_uri,
+        data_type="S3Prefix",
+        content_type=job.content_type,
+        split_type="None",
+        job_name=job.name,
+        wait=False,
+        logs=False,
+    )

@@ -24,6 +24,7 @@ import sagemaker  # noqa: E402
 from sagemaker import image_uris  # noqa: E402
 from sagemaker.serverless import ServerlessInferenceConfig  # noqa: E402
 from sagemaker.session import container_def, production_variant  # noqa: E402
+from sagemaker.transformer import Transformer  # noqa: E402
 
 from launch import job as spec  # noqa: E402
 from launch.sdk.common import Helpers, tuner_arguments  # noqa: E402
@@ -32,7 +33,7 @@ from launch.space import sagemaker_range  # noqa: E402
 
 NAME = "v2"
 BUILTIN_DEBUGGER = True
-HELPERS = Helpers(image_uris, ServerlessInferenceConfig, container_def, production_variant)
+HELPERS = Helpers(image_uris, ServerlessInferenceConfig, container_def, production_variant, Transformer)
 log = logging.getLogger("launch")
 
 

@@ -37,6 +37,7 @@ from sagemaker.core import image_uris, parameter, shapes
 from sagemaker.core.helper.session_helper import Session as NativeSession
 from sagemaker.core.helper.session_helper import container_def, production_variant
 from sagemaker.core.serverless_inference_config import ServerlessInferenceConfig
+from sagemaker.core.transformer import Transformer
 from sagemaker.core.utils.exceptions import FailedStatusError, TimeoutExceededError
 from sagemaker.train.tuner import HyperparameterTuner
 
@@ -49,7 +50,7 @@ from launch.space import sagemaker_range
 
 NAME = "v3"
 BUILTIN_DEBUGGER = False  # ModelTrainer has no Debugger or profiler arguments
-HELPERS = Helpers(image_uris, ServerlessInferenceConfig, container_def, production_variant)
+HELPERS = Helpers(image_uris, ServerlessInferenceConfig, container_def, production_variant, Transformer)
 LIMITS = (
     "ModelTrainer has no Debugger or profiler settings (launch.debugger.builtin_rules is ignored; the in-job "
     "reports/debugger.* and reports/profiler.* are written either way); training jobs run through v3's "
