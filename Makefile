@@ -17,8 +17,8 @@ V3_PINS := sagemaker==3.27.0 s3fs==2026.9.0 moto[server]==5.2.5 hydra-core==1.3.
 	pytest==9.2.0 pytest-timeout==2.4.0
 # The launcher's tests (the in-job shim and the lock check need the full .venv). `make test-v3` is a slow
 # lane (.ci/run runs it after `make test`): all of them, the moto_server CLI test included.
-LAUNCH_TESTS := tests/test_launch_stubber.py tests/test_launch_deploy.py tests/test_launch_moto.py \
-	tests/test_launch_cli.py tests/test_launch_source.py
+LAUNCH_TESTS := tests/test_launch_stubber.py tests/test_launch_deploy.py tests/test_launch_transform.py \
+	tests/test_launch_moto.py tests/test_launch_cli.py tests/test_launch_source.py
 
 .PHONY: help demo test test-slow test-gpu test-toolkit test-v3 toolkit-envs java lint bench browser postgres job-requirements .venv .venv-v3 clean
 

@@ -8,6 +8,7 @@ the config non-empty); that validation is memoised per distinct config, and one 
 session (each command's new boto3 session would re-parse the service models): neither changes a result, and
 together they halve the launcher tests' CPU. ``stub_session``: the launcher's sessions answer SageMaker calls
 from a botocore Stubber. ``staged_requirements``: the job's requirements.txt as the launcher uploaded it.
+``transform_platform``: SageMaker's part of a Batch Transform job on moto (one ``.out`` answer per input).
 """
 
 from __future__ import annotations
@@ -133,3 +134,21 @@ def staged_requirements(bucket: str = "bkt") -> list[str]:
             with tarfile.open(fileobj=io.BytesIO(body)) as tar:
                 return tar.extractfile("requirements.txt").read().decode().splitlines()
     raise AssertionError(f"no job requirements.txt in s3://{bucket}: {keys}")
+
+
+def transform_platform(job_name: str, answer: Callable[[bytes], bytes | None]) -> None:
+    """Play SageMaker's part of a transform job on moto: each object under the job's input prefix is one
+    request to ``answer``; its answer is written to ``<output path>/<key relative to the prefix>.out``
+    (None = the container answered with an error status: SageMaker writes nothing)."""
+    import boto3
+
+    s3, sm = boto3.client("s3"), boto3.client("sagemaker")
+    desc = sm.describe_transform_job(TransformJobName=job_name)
+    source = desc["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]
+    bucket, prefix = source.removeprefix("s3://").split("/", 1)
+    out_bucket, out_prefix = desc["TransformOutput"]["S3OutputPath"].removeprefix("s3://").split("/", 1)
+    for obj in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]:
+        body = answer(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+        if body is not None:
+            rel = obj["Key"][len(prefix) :]
+            s3.put_object(Bucket=out_bucket, Key=f"{out_prefix.rstrip('/')}/{rel}.out", Body=body)

@@ -1,8 +1,9 @@
 """launch.transform (SageMaker Batch Transform), under whichever SDK is installed (``make test-v3`` runs it
 under v3): the exact CreateModel / CreateTransformJob payloads, a local folder uploaded, waited for and merged
-on moto (the platform's part, one ``.out`` answer per image, is played by ``platform``), ``--attach``, and the
-settings refused before anything is sent. The merge of answers the real ``code/inference.py`` gives is in
-tests/test_launch_transform_inference.py (it needs torch, which the v3 lane does not install)."""
+on moto (the platform's part, one ``.out`` answer per image, is played by ``aws.transform_platform``),
+``--attach``, and the settings refused before anything is sent. The merge of answers the real
+``code/inference.py`` gives is in tests/test_launch_transform_inference.py (it needs torch, which the v3 lane
+does not install)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,10 @@ import io
 import json
 import sys
 import tarfile
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from aws import stub_session
+from aws import stub_session, transform_platform
 from botocore.stub import Stubber
 
 from dogbreed.config import ConfigError, compose
@@ -29,24 +29,6 @@ def answer_for(label: str) -> bytes:
     """What code/inference.py answers for one image (``{"predictions": [one entry]}``)."""
     top = [{"label": label, "probability": 0.75}, {"label": "other", "probability": 0.25}]
     return json.dumps({"predictions": [{"label": label, "probability": 0.75, "top_k": top}]}).encode()
-
-
-def platform(job_name: str, answer: Callable[[bytes], bytes | None]) -> None:
-    """Play SageMaker's part of a transform job on moto: each object under the job's input prefix is one
-    request to ``answer``; its answer is written to ``<output path>/<key relative to the prefix>.out``
-    (None = the container answered with an error status: SageMaker writes nothing)."""
-    import boto3
-
-    s3, sm = boto3.client("s3"), boto3.client("sagemaker")
-    desc = sm.describe_transform_job(TransformJobName=job_name)
-    source = desc["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]
-    bucket, prefix = source.removeprefix("s3://").split("/", 1)
-    out_bucket, out_prefix = desc["TransformOutput"]["S3OutputPath"].removeprefix("s3://").split("/", 1)
-    for obj in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]:
-        body = answer(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
-        if body is not None:
-            rel = obj["Key"][len(prefix) :]
-            s3.put_object(Bucket=out_bucket, Key=f"{out_prefix.rstrip('/')}/{rel}.out", Body=body)
 
 
 def canned(body: bytes) -> bytes | None:
@@ -159,7 +141,9 @@ def test_a_local_folder_is_uploaded_waited_for_and_merged(
 
     def start_and_run(session, job) -> None:
         real_start(session, job)
-        platform(job.name, canned)  # moto completes the job at once; the answers are the platform's part
+        transform_platform(
+            job.name, canned
+        )  # moto completes the job at once; the answers are the platform's part
 
     monkeypatch.setattr(transform, "start_transform", start_and_run)
     monkeypatch.setattr("time.sleep", lambda s: pytest.fail(f"a test waited {s} s"))
@@ -214,7 +198,7 @@ def test_attach_merges_an_existing_job_and_a_rerun_adds_only_new_rows(
     boto3.client("sagemaker").create_transform_job(**{
         k: v for k, v in transform_request(TransformJobName="tf-2", ModelName="m").items() if k != "Tags"
     })  # fmt: skip
-    platform("tf-2", canned)
+    transform_platform("tf-2", canned)
     overrides = [
         "transform.attach=tf-2",
         "launch.poll_s=30",
