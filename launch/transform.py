@@ -13,7 +13,8 @@ into <paths.output_dir>/<transform.out> (predictions.csv or .jsonl): one row per
 `python -m serve.predict --out` (path, label, probability, top_k, error). --attach NAME
 (transform.attach=NAME) waits for an existing job and merges its answers (rows then name S3 objects).
 Prints transform_job=NAME (and predictions=FILE, images=N, errors=M); a record goes to
-<paths.output_dir>/launch.json. Exit status 1 when the job did not complete or any image has an error row.
+<paths.output_dir>/launch.json. Exit status 1 when the job did not complete or any image has an error row, 2
+for a setting it refuses (one error: line naming the key).
 launch.sdk picks the SageMaker Python SDK (auto|v2|v3).
 
     python -m launch.transform transform.model=outputs/2025-01-01_12-00-00 transform.images=photos \\
