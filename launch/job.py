@@ -189,14 +189,43 @@ def sends_debugger_hook(session: Session, launch: DictConfig) -> bool:
     return bool(dbg.get("builtin_rules", False) and dbg.get("enabled", True) and session.sdk.BUILTIN_DEBUGGER)
 
 
-def job_extras(session: Session, launch: DictConfig) -> list[str]:
+def uses_mlflow(cfg: DictConfig) -> bool:
+    """Whether the job's training config logs to MLflow (``logger=mlflow``)."""
+    return bool((cfg.get("logger") or {}).get("mlflow"))
+
+
+def job_extras(session: Session, cfg: DictConfig, debugger_hook: bool = True) -> list[str]:
     """The project extras the training job installs: ``launch.extras``, plus ``smdebug`` when the job gets
-    the Debugger hook config. Only then does the in-job debugger have a SageMaker hook to feed (for AWS's
-    rule containers); our own rules and reports need no smdebug."""
+    the Debugger hook config (only then does the in-job debugger have a SageMaker hook to feed, for AWS's
+    rule containers; our own rules and reports need no smdebug; ``debugger_hook=False``: a tuning job's,
+    which never get it), plus ``mlflow`` with ``logger=mlflow``."""
+    launch = cfg.launch
     extras = list(launch.extras or [])
-    if sends_debugger_hook(session, launch) and "smdebug" not in extras:
-        extras.append("smdebug")
-    return extras
+    wanted = ["smdebug"] if debugger_hook and sends_debugger_hook(session, launch) else []
+    wanted += ["mlflow"] if uses_mlflow(cfg) else []
+    return extras + [e for e in wanted if e not in extras]
+
+
+def job_environment(cfg: DictConfig, session: Session, overrides: Sequence[str]) -> dict[str, str]:
+    """``launch.environment``, plus ``MLFLOW_TRACKING_URI`` from ``launch.mlflow.tracking_uri`` (the job's
+    ``logger.mlflow.tracking_uri`` reads it)."""
+    launch = cfg.launch
+    env = {str(k): str(v) for k, v in (launch.get("environment") or {}).items()}
+    uri = (launch.get("mlflow") or {}).get("tracking_uri")
+    if uri:
+        if not uses_mlflow(cfg):
+            session.log.warning(
+                "launch.mlflow.tracking_uri is set, but the job logs to MLflow only with logger=mlflow"
+            )
+        env["MLFLOW_TRACKING_URI"] = str(uri)
+    elif uses_mlflow(cfg) and not any(
+        o.lstrip("+").startswith("logger.mlflow.tracking_uri=") for o in overrides
+    ):
+        session.log.warning(
+            "logger=mlflow without launch.mlflow.tracking_uri: the job's MLflow store is a SQLite file in "
+            "the container, gone when the job ends; set launch.mlflow.tracking_uri to a tracking server"
+        )
+    return env
 
 
 def builtin_debugger(session: Session, launch: DictConfig, output_path: str) -> BuiltinDebugger | None:
@@ -277,7 +306,7 @@ def training_job(
         output_path=output_path,
         code_location=s3_uri(bkt, launch.prefix, "code"),
         prefix=str(launch.prefix).strip("/"),
-        environment={str(k): str(v) for k, v in (launch.get("environment") or {}).items()},
+        environment=job_environment(cfg, session, overrides),
         tags={str(k): str(v) for k, v in (launch.get("tags") or {}).items()},
         channels=channels(cfg, session),
         source_dir=source_dir,

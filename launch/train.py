@@ -59,7 +59,7 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> dict[str, Any]:
     launch = cfg.launch
     session = make_session(launch)
     name = job_name(session, launch)
-    with staged_source(job_extras(session, launch)) as source:
+    with staged_source(job_extras(session, cfg)) as source:
         job = training_job(cfg, session, overrides, source, name)
         with explained_rejection(job):
             session.sdk.start_training(session, job)

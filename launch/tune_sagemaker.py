@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from dogbreed.atomic import write_text
 from dogbreed.config import ConfigError
 from launch.cli import write_json
-from launch.job import Tuning, explained_rejection, metric_definitions, training_job
+from launch.job import Tuning, explained_rejection, job_extras, metric_definitions, training_job
 from launch.overrides import from_hyperparameter
 from launch.session import Session, console_url, make_session, timeout_s, wait_until
 from launch.source import staged_source
@@ -124,7 +124,7 @@ def run_sagemaker(cfg: DictConfig, train_overrides: Sequence[str]) -> dict[str, 
     else:
         name = tuning_job_name(session, cfg)
         checked = settings(tune)
-        with staged_source(list(launch.extras or [])) as source:
+        with staged_source(job_extras(session, cfg, debugger_hook=False)) as source:
             # The tuning API has no Debugger or profiler settings for its training jobs.
             training = replace(training_job(cfg, session, train_overrides, source, name), debugger=None)
             with explained_rejection(training):

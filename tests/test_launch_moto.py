@@ -169,3 +169,44 @@ def test_v3s_role_check_against_moto_names_the_switch(
         assert boto3.client("sagemaker").list_training_jobs()["TrainingJobSummaries"] == []
     else:
         assert train.run(compose("launch_train", overrides), overrides)["training_job"] == JOB
+
+
+@pytest.mark.parametrize(
+    "tracking_uri", [None, "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/t"]
+)
+def test_mlflow_logging_job_gets_the_extra_and_the_tracking_uri(
+    aws: dict,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    tracking_uri: str | None,
+) -> None:
+    """logger=mlflow: the job installs the mlflow extra, and launch.mlflow.tracking_uri becomes its
+    MLFLOW_TRACKING_URI (which the job's logger.mlflow.tracking_uri reads); without one the launch log warns
+    that the job's store would die with its container."""
+    import boto3
+    from aws import staged_requirements
+
+    from launch import train
+
+    overrides = [f"launch.role={ROLE}", "launch.bucket=bkt", "launch.inputs=s3://bkt/data", "logger=mlflow",
+                 f"launch.job_name={JOB}", f"paths.output_dir={tmp_path}"]  # fmt: skip
+    if tracking_uri:
+        overrides.append(f"launch.mlflow.tracking_uri={tracking_uri}")
+    sent: list[dict] = []
+    real = train.make_session
+
+    def recording(launch):  # moto does not keep a training job's Environment: record the request
+        session = real(launch)
+        session.client.meta.events.register(
+            "provide-client-params.sagemaker.CreateTrainingJob", lambda params, **_: sent.append(params)
+        )
+        return session
+
+    monkeypatch.setattr(train, "make_session", recording)
+    train.run(compose("launch_train", overrides), overrides)
+    (request,) = sent
+    assert request.get("Environment", {}).get("MLFLOW_TRACKING_URI") == tracking_uri
+    assert boto3.client("sagemaker").describe_training_job(TrainingJobName=JOB)["TrainingJobStatus"]
+    assert any(line.startswith("mlflow-skinny==") for line in staged_requirements())
+    assert ("the job's MLflow store is a SQLite file" in caplog.text) == (tracking_uri is None)
