@@ -97,10 +97,16 @@ def open_storage(tune: DictConfig, output_dir: Path) -> optuna.storages.BaseStor
     scheme = url.split("://", 1)[0].split("+", 1)[0]
     # sqlite: wait for the writer holding the lock instead of failing with "database is locked"
     engine = {"connect_args": {"timeout": 60}} if scheme == "sqlite" else {"pool_pre_ping": True}
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
     try:
         return _rdb_storage(url, engine, tune.get("heartbeat_s") or None)
+    except OperationalError as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        fix = "check that its folder exists and is writable"
+        if scheme != "sqlite":
+            fix = "check that its server runs and that the host, port, user and password in the URL are right"
+        raise ConfigError(f"tune.storage={redact(url)}: cannot open the database ({reason}); {fix}") from None
     except (NoSuchModuleError, ArgumentError) as exc:
         raise ConfigError(
             f"tune.storage={redact(url)} is not a database URL SQLAlchemy knows ({exc}); use a journal file "
@@ -136,6 +142,7 @@ def _rdb_storage(url: str, engine: dict[str, Any], heartbeat_s: int | None) -> o
 
 def open_study(tune: DictConfig, output_dir: Path) -> optuna.Study:
     """Create or load the study (``load_if_exists``: a rerun with the same storage resumes it)."""
+    goal = direction(tune)  # checked before the storage is created
     output_dir.mkdir(parents=True, exist_ok=True)
     storage = open_storage(tune, output_dir)
     pruner = hydra.utils.instantiate(tune.pruner) if tune.get("pruner") else optuna.pruners.NopPruner()
@@ -144,7 +151,7 @@ def open_study(tune: DictConfig, output_dir: Path) -> optuna.Study:
         study_name=tune.study_name,
         sampler=hydra.utils.instantiate(tune.sampler),
         pruner=pruner,
-        direction=direction(tune),
+        direction=goal,
         load_if_exists=True,
     )
 
@@ -198,12 +205,18 @@ def run_trials(study: optuna.Study, objective: Objective, max_jobs: int) -> int:
         ran += 1
 
 
-def enqueue(study: optuna.Study, space: dict[str, Param], points: Sequence[Any]) -> None:
-    """``tune.enqueue`` (points by entry name) → Optuna's queue; points already tried are skipped."""
+def check_points(space: dict[str, Param], points: Sequence[Any]) -> None:
+    """``tune.enqueue``'s points name only entries of ``tune.space`` (checked before the study is opened)."""
     for point in points or []:
         unknown = set(point) - set(space)
         if unknown:
             raise ConfigError(f"tune.enqueue: {sorted(unknown)} not in tune.space ({sorted(space)})")
+
+
+def enqueue(study: optuna.Study, space: dict[str, Param], points: Sequence[Any]) -> None:
+    """``tune.enqueue`` (points by entry name, :func:`check_points`) → Optuna's queue; points already tried
+    are skipped."""
+    for point in points or []:
         study.enqueue_trial({space[name].key: value for name, value in point.items()}, skip_if_exists=True)
 
 
@@ -244,9 +257,11 @@ def run_local(cfg: DictConfig, train_overrides: Sequence[str]) -> dict[str, Any]
     tune = cfg.tune
     output_dir = Path(cfg.paths.output_dir)
     space = build_space(tune.space)
-    study = open_study(tune, output_dir)
     points = tune.get("enqueue")
-    enqueue(study, space, OmegaConf.to_container(points, resolve=True) if points is not None else [])
+    points = OmegaConf.to_container(points, resolve=True) if points is not None else []
+    check_points(space, points)
+    study = open_study(tune, output_dir)
+    enqueue(study, space, points)
     objective = Objective(space, train_overrides, tune, output_dir / "trials")
     ran = run_trials(study, objective, int(tune.max_jobs))
     if not ran:

@@ -136,6 +136,16 @@ def test_default_settings_open_a_study_and_report_nothing_done(tmp_path: Path) -
         (["tune.direction=up"], "tune.direction='up' must be maximize, minimize or auto"),
         (["tune.enqueue=[{learning_rate:0.1}]"], "tune.enqueue: \\['learning_rate'\\] not in tune.space"),
         (["tune.space.epochs.low=9"], "low=9 must be <= high=5"),
+        (["tune.storage=foo://x"], r"tune\.storage=foo://x is not a database URL SQLAlchemy knows"),
+        (
+            ["tune.storage=postgresql://u:pw@127.0.0.1:1/db"],  # nothing listens on port 1
+            r"tune\.storage=postgresql://u:\*\*\*@127\.0\.0\.1:1/db: cannot open the database \(.*\); check "
+            "that its server runs",
+        ),
+        (
+            ["tune.storage=sqlite:////no/such/dir/s.db"],
+            r"cannot open the database \(unable to open database file\); check that its folder exists",
+        ),
     ],
 )
 def test_bad_tune_settings_name_the_key(tmp_path: Path, overrides: list[str], message: str) -> None:
@@ -144,3 +154,19 @@ def test_bad_tune_settings_name_the_key(tmp_path: Path, overrides: list[str], me
     all_overrides = [*overrides, f"paths.output_dir={tmp_path}"]
     with pytest.raises(ConfigError, match=message):
         tune.run(compose("launch_tune", all_overrides), all_overrides)
+    assert not (tmp_path / "study.journal").exists()  # refused before any study is opened
+
+
+def test_a_tune_user_error_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    import sys
+
+    from launch import tune
+
+    monkeypatch.setattr(sys, "argv", ["launch.tune", "tune.storage=foo://x", f"paths.output_dir={tmp_path}"])
+    with pytest.raises(SystemExit) as exited:
+        tune.main()
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: tune.storage=foo://x is not a database URL") and err.count("\n") == 1
