@@ -34,6 +34,38 @@ def test_help_is_the_module_docstring(
     assert "== Config ==" in out and "launch:" in out
 
 
+@pytest.mark.parametrize(
+    ("module", "argument", "message"),
+    [
+        (
+            "launch.train",
+            "launch.job_name=bad_name",
+            "error: launch.job_name='bad_name' must be 1-63 letters",
+        ),
+        ("launch.deploy", "deploy.model=/no/run", "error: deploy.model: /no/run does not exist"),
+        ("launch.transform", "transform.max_payload_mb=0", "error: transform.max_payload_mb=0 must be 1-100"),
+        ("launch.tune", "backend=elsewhere", "error: tune.backend='elsewhere' must be local or sagemaker"),
+    ],
+)
+def test_a_refused_setting_is_one_error_line_and_exit_2(
+    aws: dict,
+    module: str,
+    argument: str,
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    tmp_path: Path,
+) -> None:
+    command = __import__(module, fromlist=["main"])
+    argv = [f"launch.role={ROLE}", "launch.bucket=bkt", argument, f"paths.output_dir={tmp_path}"]
+    monkeypatch.setattr(sys, "argv", [module, *argv])
+    with pytest.raises(SystemExit) as exited:
+        command.main()
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1, err
+
+
 def test_flag_aliases_become_overrides() -> None:
     aliases = {"--delete": ("deploy.delete", False), "--attach": ("tune.attach", True)}
     assert rewrite_flags(["--delete", "deploy.endpoint_name=ep"], aliases) == [
