@@ -105,9 +105,7 @@ def moto_server(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.mark.slow
-def test_the_three_commands_against_moto_server(
-    moto_server: str, tmp_path: Path, synthetic_root: Path
-) -> None:
+def test_the_commands_against_moto_server(moto_server: str, tmp_path: Path, synthetic_root: Path) -> None:
     """Same code path as against AWS: only AWS_ENDPOINT_URL differs (and, as the README says for SDK v3,
     SAGEMAKER_VALIDATE_ROLE=false: moto has no iam:SimulatePrincipalPolicy for v3's role check)."""
     import boto3
@@ -148,3 +146,12 @@ def test_the_three_commands_against_moto_server(
     assert "endpoint=cli-ep" in out and f"{image}: 003.Checkerboard (0.875)" in out
     out = run("launch.deploy", "--delete", "deploy.endpoint_name=cli-ep")
     assert "deleted endpoint=cli-ep" in out
+    # moto completes a transform job at once and writes no answers: every image is an error row, exit 1.
+    images = sum(1 for _ in (synthetic_root / "test").rglob("*.jpg"))
+    args = ["transform.training_job=cli-job-1", f"transform.images={synthetic_root / 'test'}",
+            "transform.job_name=cli-tf", f"paths.output_dir={tmp_path / 'tf'}"]  # fmt: skip
+    command = [sys.executable, "-m", "launch.transform", *common, *args]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "transform_job=cli-tf\n" in done.stdout and f"images={images} errors={images}\n" in done.stdout
+    assert (tmp_path / "tf" / "predictions.csv").read_text().count("no answer in the transform job") == images
