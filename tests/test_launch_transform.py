@@ -113,6 +113,38 @@ def test_create_model_and_transform_job_payloads(
     assert json.loads((tmp_path / "launch.json").read_text())["transform_job"] == "tf-1"
 
 
+def test_tags_follow_with_add_tags_where_the_sdk_cannot_send_them(
+    aws: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """SDK v3 before sagemaker-core 2.18 fails after a CreateTransformJob with Tags (its issue #6090): the
+    job is then created without them and tagged right after."""
+    import dataclasses
+
+    from launch import transform
+    from launch.sdk import adapter
+
+    sdk = adapter("auto")
+    monkeypatch.setattr(sdk, "HELPERS", dataclasses.replace(sdk.HELPERS, transform_tags_on_create=False))
+
+    def plan(stubber: Stubber) -> None:
+        stubber.add_response("create_model", {"ModelArn": ARN})
+        request = transform_request()
+        del request["Tags"]
+        stubber.add_response("create_transform_job", {"TransformJobArn": ARN}, request)
+        described = {**request, "TransformJobArn": ARN, "TransformJobStatus": "InProgress", "CreationTime": 0}
+        stubber.add_response("describe_transform_job", described, {"TransformJobName": "tf-1"})
+        tags = [{"Key": "team", "Value": "dogs"}]
+        stubber.add_response("add_tags", {"Tags": tags}, {"ResourceArn": ARN, "Tags": tags})
+
+    made = stub_session(transform, monkeypatch, plan)
+    overrides = [f"launch.role={ROLE}", "launch.bucket=bkt", "+launch.tags.team=dogs",
+                 "transform.job_name=tf-1", "transform.model=s3://bkt/m/model.tar.gz", "transform.images=s3://bkt/photos/",
+                 "transform.instance_type=ml.c5.xlarge", "transform.instance_count=3",
+                 f"paths.output_dir={tmp_path}"]  # fmt: skip
+    transform.run(compose("launch_transform", overrides))
+    made["stubber"].assert_no_pending_responses()
+
+
 def test_a_local_folder_is_uploaded_waited_for_and_merged(
     aws: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -24,13 +24,14 @@ from launch.session import Session
 @dataclass(frozen=True)
 class Helpers:
     """One SDK's image-URI module, serverless config and Transformer classes, and Session helper
-    functions."""
+    functions; ``transform_tags_on_create``: whether its Transformer can send Tags with CreateTransformJob."""
 
     image_uris: ModuleType
     serverless_config: type
     container_def: Callable[..., dict]
     production_variant: Callable[..., dict]
     transformer: type
+    transform_tags_on_create: bool = True
 
 
 def image_uri(sess: Session, image: spec.Image, scope: str, instance_type: str | None) -> str:
@@ -94,8 +95,11 @@ def create_endpoint(sess: Session, model_name: str, endpoint: spec.Endpoint) -> 
 
 
 def start_transform(sess: Session, job: spec.Transform) -> None:
-    """CreateTransformJob (returns at once): one record per S3 object, sent whole (no splitting)."""
+    """CreateTransformJob (returns at once): one record per S3 object, sent whole (no splitting). Where the
+    SDK's Transformer cannot send Tags (``Helpers.transform_tags_on_create``), they follow with AddTags."""
     helpers: Helpers = sess.sdk.HELPERS
+    tags = [{"Key": k, "Value": v} for k, v in job.tags.items()]
+    tag_later = bool(tags) and not helpers.transform_tags_on_create
     transformer = helpers.transformer(
         model_name=job.model_name,
         instance_count=job.instance_count,
@@ -106,7 +110,7 @@ def start_transform(sess: Session, job: spec.Transform) -> None:
         accept=job.accept,
         max_concurrent_transforms=job.max_concurrent_transforms,
         max_payload=job.max_payload_mb,
-        tags=[{"Key": k, "Value": v} for k, v in job.tags.items()] or None,
+        tags=None if tag_later else tags or None,
         env=dict(job.environment) or None,
         sagemaker_session=sess.native,
     )
@@ -119,3 +123,6 @@ def start_transform(sess: Session, job: spec.Transform) -> None:
         wait=False,
         logs=False,
     )
+    if tag_later:
+        arn = sess.client.describe_transform_job(TransformJobName=job.name)["TransformJobArn"]
+        sess.client.add_tags(ResourceArn=arn, Tags=tags)

@@ -18,13 +18,19 @@ Workarounds, each for something v3 3.27 does not offer (see the README, "On Sage
 - v3's driver exports each hyperparameter as the shell variable ``SM_HP_<NAME>`` and stops at a name a shell
   rejects (``SM_HP_MODEL.LR``): a training job's dotted keys travel as ``model__lr`` (``launch.overrides``;
   the shim reads them back). A tuning job's training jobs run the toolkit, which takes them as they are.
+- ``sagemaker.core.transformer.Transformer.transform`` before sagemaker-core 2.18 (sagemaker 3.18) sends
+  CreateTransformJob with Tags, then fails rebuilding its TransformJob from the request
+  (aws/sagemaker-python-sdk#6090, fixed by #6110): with those versions a transform job's tags follow with
+  AddTags (``Helpers.transform_tags_on_create``).
 - ModelTrainer checks the execution role with ``iam:SimulatePrincipalPolicy`` when it is built; when that
   call itself fails (moto has no such API) the error says how to skip the check (``SAGEMAKER_VALIDATE_ROLE``).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
@@ -50,7 +56,10 @@ from launch.space import sagemaker_range
 
 NAME = "v3"
 BUILTIN_DEBUGGER = False  # ModelTrainer has no Debugger or profiler arguments
-HELPERS = Helpers(image_uris, ServerlessInferenceConfig, container_def, production_variant, Transformer)
+_CORE = tuple(int(n) for n in re.findall(r"\d+", importlib.metadata.version("sagemaker-core"))[:2])
+HELPERS = Helpers(
+    image_uris, ServerlessInferenceConfig, container_def, production_variant, Transformer, _CORE >= (2, 18)
+)
 LIMITS = (
     "ModelTrainer has no Debugger or profiler settings (launch.debugger.builtin_rules is ignored; the in-job "
     "reports/debugger.* and reports/profiler.* are written either way); training jobs run through v3's "
