@@ -67,11 +67,11 @@ browser:
 	  echo "chromium/chromedriver missing: install Debian's chromium and chromium-driver for the browser tests"
 
 # AWS's own SageMaker runtimes, outside Docker (README: "AWS's toolkits, locally"). One torch venv (~6 GB)
-# and thin layers over it (tests/toolkit/envs.py): training toolkits, serving stack; SDK v3 has no torch.
+# and thin layers over it (tests/toolkit/envs.py): training toolkits, serving stack; the v3 driver test sends
+# its request with the launcher under SDK v3 (.venv-v3, no torch).
 TORCH_VENV := .venv-torch
 TOOLKIT_TRAIN := .venv-toolkit-train
 TOOLKIT_SERVE := .venv-toolkit-serve
-V3_DRIVER := .venv-v3-driver
 LAYER := $(PYTHON) tests/toolkit/envs.py layer
 PIP_QUIET := -m pip install --quiet --disable-pip-version-check
 
@@ -90,11 +90,6 @@ $(TOOLKIT_SERVE)/.installed: $(TORCH_VENV)/.installed tests/toolkit/requirements
 	$(TOOLKIT_SERVE)/bin/python $(PIP_QUIET) -r tests/toolkit/requirements-serve.txt
 	touch $@
 
-$(V3_DRIVER)/.installed: tests/toolkit/requirements-v3.txt
-	test -x $(V3_DRIVER)/bin/python || $(PYTHON) -m venv $(V3_DRIVER)
-	$(V3_DRIVER)/bin/python $(PIP_QUIET) -r tests/toolkit/requirements-v3.txt
-	touch $@
-
 # TorchServe's frontend is Java (the inference image has 17); install Debian's when missing and we may.
 java:
 	@command -v java >/dev/null || \
@@ -102,7 +97,7 @@ java:
 	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null; } ; } || \
 	  echo "java missing: install Debian's openjdk-17-jre-headless for the TorchServe tests"
 
-toolkit-envs: $(TOOLKIT_TRAIN)/.installed $(TOOLKIT_SERVE)/.installed $(V3_DRIVER)/.installed java
+toolkit-envs: $(TOOLKIT_TRAIN)/.installed $(TOOLKIT_SERVE)/.installed $(STAMP3) java
 
 # The shared-sweep test starts its own PostgreSQL server (initdb into a temp folder): Debian's postgresql.
 postgres:
@@ -130,4 +125,4 @@ bench: .venv
 	$(PY) bench/train.py
 
 clean:
-	rm -rf $(VENV) $(VENV3) $(TORCH_VENV) $(TOOLKIT_TRAIN) $(TOOLKIT_SERVE) $(V3_DRIVER) outputs multirun
+	rm -rf $(VENV) $(VENV3) $(TORCH_VENV) $(TOOLKIT_TRAIN) $(TOOLKIT_SERVE) outputs multirun

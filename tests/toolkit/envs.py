@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 TORCH = REPO / ".venv-torch"
 TRAIN = REPO / ".venv-toolkit-train"  # torch + sagemaker-training + sagemaker-pytorch-training
 SERVE = REPO / ".venv-toolkit-serve"  # torch + sagemaker-pytorch-inference + torchserve
-V3 = REPO / ".venv-v3-driver"  # sagemaker v3 (its ModelTrainer and job driver), no torch
+V3 = REPO / ".venv-v3"  # the launcher under SDK v3 (`make .venv-v3`), no torch
 STAMP = ".installed"  # written by the Makefile once a venv is complete
 
 

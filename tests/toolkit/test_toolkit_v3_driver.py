@@ -22,24 +22,14 @@ from typing import Any
 import envs
 import opt_ml
 import pytest
-from jobs import BUCKET, JOB_TIMEOUT_S, REGION, ROLE, TRAINING, boto_s3, upload
-
-from dogbreed.config import compose
-from launch.job import metric_definitions
-from launch.overrides import to_hyperparameters, training_overrides, v3_hyperparameter_name
-from launch.source import ENTRY_POINT, staged_source
+from jobs import JOB_TIMEOUT_S, REGION, ROLE, TRAINING, boto_s3, upload
 
 pytestmark = [pytest.mark.slow, pytest.mark.toolkit]
-IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.8.0-gpu-py312"
 
 
-def _channels(folder: Path, prefix: str) -> dict[str, str]:
-    uri = upload(folder, prefix)
-    return {split: f"{uri}/{split}" for split in ("train", "valid", "test")}
-
-
-def _v3_request(moto: str, channels: dict[str, str], job: str, tmp: Path) -> dict[str, Any]:
-    """CreateTrainingJob as SDK v3's ModelTrainer sends it for the launcher's staged source."""
+def _v3_request(moto: str, data: Path, prefix: str, job: str, tmp: Path) -> dict[str, Any]:
+    """CreateTrainingJob as ``launch.train launch.sdk=v3`` sends it (in ``.venv-v3``), ``data`` uploaded
+    to ``s3://bkt/<prefix>`` as its ``launch.inputs``."""
     import boto3
 
     iam = boto3.client("iam")
@@ -49,27 +39,16 @@ def _v3_request(moto: str, channels: dict[str, str], job: str, tmp: Path) -> dic
                                 "Action": "sts:AssumeRole"}]}  # fmt: skip
         iam.create_role(RoleName=role_name, AssumeRolePolicyDocument=json.dumps(trust))
     python = envs.require(envs.V3) / "bin" / "python"
-    extras = list(compose("launch_train", []).launch.extras)
-    hps = to_hyperparameters(training_overrides(TRAINING))
-    hyperparameters = {v3_hyperparameter_name(k): v for k, v in hps.items()}  # no dots: see the name
-    with staged_source(extras) as source:
-        spec = {
-            "region": REGION, "bucket": BUCKET, "role": ROLE, "base_job_name": job, "image": IMAGE,
-            "source_dir": str(source), "entry_script": ENTRY_POINT, "instance_type": "ml.g4dn.xlarge",
-            "max_run": 3600, "output_path": f"s3://{BUCKET}/dogbreed/jobs", "channels": channels,
-            "hyperparameters": hyperparameters,
-            "metric_definitions": metric_definitions(),
-        }  # fmt: skip
-        (tmp / "spec.json").write_text(json.dumps(spec))
-        env = {**os.environ, "AWS_ENDPOINT_URL": moto, "AWS_MAX_ATTEMPTS": "1",
-               # moto has no iam:SimulatePrincipalPolicy, which v3 calls to validate the role.
-               "SAGEMAKER_VALIDATE_ROLE": "false"}  # fmt: skip
-        script = Path(__file__).with_name("v3_request.py")
-        done = subprocess.run(
-            [str(python), str(script), str(tmp / "spec.json"), str(tmp / "request.json")],
-            env=env, capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr[-6000:]
+    overrides = [*TRAINING, f"launch.inputs={upload(data, prefix)}", f"launch.job_name={job}"]
+    env = {**os.environ, "AWS_ENDPOINT_URL": moto, "AWS_MAX_ATTEMPTS": "1",
+           # moto has no iam:SimulatePrincipalPolicy, which v3 calls to validate the role.
+           "SAGEMAKER_VALIDATE_ROLE": "false"}  # fmt: skip
+    script = Path(__file__).with_name("v3_request.py")
+    done = subprocess.run(
+        [str(python), str(script), str(tmp / "request.json"), str(tmp / "launch"), *overrides],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-6000:]
     return json.loads((tmp / "request.json").read_text())
 
 
@@ -95,7 +74,7 @@ def v3_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def v3_job(moto_url: str, synthetic_root: Path, v3_python: Path, tmp_path_factory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("toolkit-v3")
-    request = _v3_request(moto_url, _channels(synthetic_root, "v3data"), "dogbreed-v3", root)
+    request = _v3_request(moto_url, synthetic_root, "v3data", "dogbreed-v3", root)
     base = root / "opt_ml"
     return {"request": request, "base": base, "done": _run_v3_job(request, base, v3_python, root / "job.log")}
 
@@ -148,7 +127,7 @@ def test_a_failing_v3_job_writes_dogbreeds_reason_to_the_failure_file(
     shutil.copytree(synthetic_root, broken)
     missing = sorted(p.name for p in (broken / "test").iterdir())[0]
     shutil.rmtree(broken / "test" / missing)
-    request = _v3_request(moto_url, _channels(broken, "v3broken"), "dogbreed-v3-fails", tmp_path)
+    request = _v3_request(moto_url, broken, "v3broken", "dogbreed-v3-fails", tmp_path)
     done = _run_v3_job(request, tmp_path / "opt_ml", v3_python, tmp_path / "job.log")
     assert done.returncode != 0
     reason = (tmp_path / "opt_ml" / "output" / "failure").read_text()
