@@ -205,9 +205,11 @@ def _rows(chunk: list[tuple[str, Future]], scorer: Scorer) -> list[dict]:
 
 class Progress:
     """``1,234/10,000 images (12%), 25.3 images/s, ETA 5m47s, 2 errors`` on ``stream``: redrawn in place on a
-    terminal, a new line every ``every_s`` seconds otherwise (logs, CI)."""
+    terminal, a new line every ``every_s`` seconds otherwise (logs, CI). ``stream`` None = ``sys.stderr`` as
+    it is when the run starts (not when this module was imported: it may have been replaced since)."""
 
-    def __init__(self, total: int, stream: TextIO = sys.stderr, every_s: float = 10.0) -> None:
+    def __init__(self, total: int, stream: TextIO | None = None, every_s: float = 10.0) -> None:
+        stream = stream or sys.stderr
         self.total, self.stream = total, stream
         self.tty = stream.isatty()
         self.every_s = 0.2 if self.tty else every_s
