@@ -61,6 +61,13 @@ def make_cfg(output_dir: Path, data_root: Path, overrides: list[str] | None = No
     return compose("train", base + list(overrides or []))
 
 
+@pytest.fixture(scope="session")
+def run_cfg() -> Callable[..., DictConfig]:
+    """``make_cfg`` for module- and session-scoped fixtures (``from conftest import`` is ambiguous here:
+    tests/toolkit has its own conftest)."""
+    return make_cfg
+
+
 @pytest.fixture
 def cfg_factory(tmp_path: Path, synthetic_root: Path) -> Callable[..., DictConfig]:
     """``cfg_factory(["model.lr=0.1", …])`` → a composed config for a tiny run in ``tmp_path/run``."""

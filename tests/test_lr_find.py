@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -37,7 +38,10 @@ def test_apply_trains_the_run_with_the_suggestion(cfg_factory, capsys):
                        "callbacks.debugger=null", "callbacks.profiler=null"])  # fmt: skip
     metrics, objects = train(cfg)
     out = capsys.readouterr().out
-    suggested = float(out.split("lr_find: suggested model.lr=")[1].split()[0])
+    printed = float(out.split("lr_find: suggested model.lr=")[1].split()[0])  # three significant figures
+    reports = Path(cfg.paths.output_dir) / "reports"
+    suggested = json.loads((reports / "lr_find.json").read_text())["suggestion"]
+    assert printed == pytest.approx(suggested, rel=5e-3)
     trainer = objects["trainer"]
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(suggested, rel=1e-3)
     assert objects["model"].hparams.lr == pytest.approx(suggested, rel=1e-3) == cfg.model.lr

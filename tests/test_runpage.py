@@ -41,14 +41,12 @@ def test_history_has_one_row_per_epoch_with_its_learning_rate(tmp_path: Path):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) -> dict:
+def run(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path, run_cfg) -> dict:
     """A tiny run with the default loggers (CSV: the curves), evaluation, debugger and profiler."""
-    from conftest import make_cfg
-
     from dogbreed.train import train
 
     out = tmp_path_factory.mktemp("runpage") / "run"
-    cfg = make_cfg(out, synthetic_root, ["trainer.max_epochs=3", "model.lr=0.05", "report.samples=6"])
+    cfg = run_cfg(out, synthetic_root, ["trainer.max_epochs=3", "model.lr=0.05", "report.samples=6"])
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         metrics, objects = train(cfg)
