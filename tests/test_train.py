@@ -19,6 +19,9 @@ def test_fast_dev_run_wires_everything_without_exporting(cfg_factory, tmp_path):
     cfg = cfg_factory(["debug=fast_dev_run"])
     metrics, objects = train(cfg)
     assert objects["trainer"].fast_dev_run
+    # The callbacks are the composed config's, one per non-null entry, in its order (nothing added in code).
+    composed = [node._target_.rsplit(".", 1)[1] for node in cfg.callbacks.values() if node is not None]
+    assert [type(c).__name__ for c in objects["callbacks"]] == composed
     assert "test_acc" in metrics
     assert not (tmp_path / "run" / "model" / "model.pt").exists()
 
