@@ -21,7 +21,7 @@ from dogbreed.atomic import write_json
 from dogbreed.backbones import WeightsUnavailableError
 from dogbreed.callbacks.interrupt import exit_status_on_interrupt
 from dogbreed.callbacks.metric_lines import FINAL_KEYS, MetricLines, format_value
-from dogbreed.config import CONFIG_DIR, ConfigError, instantiate, validate
+from dogbreed.config import CONFIG_DIR, ConfigError, freeze_policy, instantiate, validate
 from dogbreed.console import quiet_third_party
 from dogbreed.data.layout import DatasetError
 from dogbreed.lr_find import mode as lr_find_mode
@@ -51,9 +51,7 @@ def _save_config(cfg: DictConfig, output_dir: Path) -> None:
 def _finetuning_callback(cfg: DictConfig) -> list[pl.Callback]:
     from lightning.pytorch.callbacks import BackboneFinetuning
 
-    from dogbreed.model import normalise_freeze
-
-    if normalise_freeze(cfg.model.freeze) != "gradual":
+    if freeze_policy(cfg.model.freeze) != "gradual":
         return []
     return [
         BackboneFinetuning(
