@@ -82,24 +82,38 @@ def test_stdout_has_epoch_lines_and_final_key_values(cfg_factory, capsys):
             assert printed == pytest.approx(metrics[prefix + key], rel=1e-5)
 
 
-def test_resume_from_last_checkpoint_continues_training(cfg_factory, tmp_path):
+def test_resume_from_last_checkpoint_continues_training(cfg_factory, tmp_path, capsys):
     common = [
         "trainer.limit_train_batches=2",
         "export.enabled=false",
         "test=false",
         "logger=none",
         "callbacks.early_stopping=null",
+        # Keep the worst-loss epoch (often the first run's): the resumed run must still know which it was.
+        "callbacks.model_checkpoint.monitor=val_loss",
+        "callbacks.model_checkpoint.mode=max",
     ]
     first, objs = train(cfg_factory(["trainer.max_epochs=1", *common], output_dir=tmp_path / "a"))
     last = tmp_path / "a" / "checkpoints" / "last.ckpt"
     assert first["global_step"] == 2
     state = torch.load(last, map_location="cpu", weights_only=True)  # what resuming loads it with
     assert state["epoch"] == 0 and state["hyper_parameters"]["class_names"] == objs["datamodule"].class_names
+    capsys.readouterr()
+    # Resumed in the same output directory, as the interrupt message says (ModelCheckpoint restores its
+    # scores only there).
     second, _ = train(
-        cfg_factory(["trainer.max_epochs=3", f"ckpt_path={last}", *common], output_dir=tmp_path / "b")
+        cfg_factory(["trainer.max_epochs=3", f"ckpt_path={last}", *common], output_dir=tmp_path / "a")
     )
     assert second["global_step"] == 6  # resumed at step 2, then two more epochs of 2 steps
     assert second["epochs"] == 3
+    resumed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch=")]
+    losses = [
+        first["val_loss"],
+        *(float(re.search(metric_regex("val_loss"), line).group(1)) for line in resumed),
+    ]
+    assert len(losses) == 3 and second["best_epoch"] == losses.index(max(losses))
+    assert second["val_loss"] == pytest.approx(losses[second["best_epoch"]], rel=1e-5)
+    assert second["last_val_loss"] == pytest.approx(losses[-1], rel=1e-5)
 
 
 def test_missing_dataset_fails_before_training(cfg_factory, tmp_path):
