@@ -99,14 +99,14 @@ java:
 
 toolkit-envs: $(TOOLKIT_TRAIN)/.installed $(TOOLKIT_SERVE)/.installed $(STAMP3) java
 
-# The shared-sweep test starts its own PostgreSQL server (initdb into a temp folder): Debian's postgresql.
+# The shared-sweep test (slow lane) starts its own PostgreSQL server (initdb into a temp folder): Debian's postgresql.
 postgres:
 	@command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || \
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } ; } || \
 	  echo "postgresql missing: install Debian's postgresql for the database sweep test"
 
-test: .venv browser postgres
+test: .venv browser
 	$(PY) -m pytest -q
 
 test-slow: .venv browser postgres toolkit-envs

@@ -12,6 +12,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from dogbreed.backbones import Preprocess, build_backbone, preprocess_for
+from dogbreed.config import freeze_policy
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
@@ -19,16 +20,6 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adamw": torch.optim.AdamW,
 }
 SCHEDULERS = ("none", "cosine", "onecycle")
-FREEZE_POLICIES = ("frozen", "full", "gradual")
-
-
-def normalise_freeze(freeze: bool | str) -> str:
-    """``true``→frozen, ``false``→full; strings must be one of FREEZE_POLICIES."""
-    if isinstance(freeze, bool):
-        return "frozen" if freeze else "full"
-    if freeze not in FREEZE_POLICIES:
-        raise ValueError(f"model.freeze={freeze!r}: use one of {', '.join(FREEZE_POLICIES)} (or true/false)")
-    return freeze
 
 
 def build_head(
@@ -88,7 +79,7 @@ class BreedClassifier(pl.LightningModule):
         if len(class_names) < 2:
             raise ValueError(f"need at least 2 classes, got {list(class_names)}")
         head = dict(head or {})
-        freeze = normalise_freeze(freeze)
+        freeze = freeze_policy(freeze)  # the rule validate() applies to model.freeze
         self.save_hyperparameters(
             {
                 "class_names": list(class_names),

@@ -1,14 +1,20 @@
 """Load a trained model in one call and predict PIL images or files.
 
 from dogbreed import load_model
-predictor = load_model("outputs/…/model/model.pt")     # or a .ckpt
+predictor = load_model("outputs/…/model/model.pt")     # or a .ckpt, model.tar.gz, the model/ folder
 predictor.predict("dog.jpg", top_k=3)
 # [Prediction(label='001.Affenpinscher', probability=0.93, top_k=[('001.Affenpinscher', 0.93), …])]
+
+:func:`load_module` is the library's one artifact resolver (the predictor, evaluation and training's
+export use it); ``serve/`` keeps a standalone copy, ``serve.predict.load_artifact``, because it must run
+with only torch and Pillow installed.
 """
 
 from __future__ import annotations
 
+import io
 import logging
+import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
 from dogbreed.data.images import load_rgb, to_rgb
 
@@ -50,6 +57,50 @@ def load_checkpoint(path: str | Path):
     return model.eval()
 
 
+def load_export(path: str | Path) -> torch.jit.ScriptModule:
+    """dogbreed's TorchScript export from ``model.pt`` or from inside ``model.tar.gz`` (as a SageMaker job
+    returns it), on the CPU; anything else fails naming the file."""
+    path = Path(path)
+    data: bytes | str = str(path)
+    if path.name.endswith((".tar.gz", ".tgz")):
+        with tarfile.open(path, "r:gz") as tar:
+            member = next(
+                (m for m in tar.getmembers() if m.isfile() and Path(m.name).name == "model.pt"), None
+            )
+            if member is None:
+                raise ValueError(
+                    f"{path} holds no model.pt; expected the model.tar.gz written by dogbreed's export"
+                )
+            data = tar.extractfile(member).read()
+    try:
+        module = torch.jit.load(io.BytesIO(data) if isinstance(data, bytes) else data, map_location="cpu")
+    except RuntimeError as exc:
+        raise ValueError(
+            f"{path} is neither a Lightning checkpoint (.ckpt) nor a TorchScript model.pt ({exc})"
+        ) from None
+    if not hasattr(module, "class_names") or not hasattr(module, "predict_images"):
+        raise ValueError(
+            f"{path} is TorchScript but not a dogbreed export (no class_names / predict_images); re-export it"
+        )
+    return module.eval()
+
+
+def load_module(path: str | Path) -> nn.Module:
+    """The one resolver: a BreedClassifier from a ``.ckpt``; the TorchScript export from ``model.pt``, the
+    folder holding it, or ``model.tar.gz``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no such file. Pass a Lightning checkpoint (.ckpt), an exported model.pt, "
+            "the model.tar.gz a SageMaker job wrote, or the folder holding model.pt"
+        )
+    if path.suffix == ".ckpt":
+        return load_checkpoint(path)
+    return load_export(path)
+
+
 class Predictor:
     """Wraps a TorchScript export (or an eager ExportedClassifier) that maps uint8 images to probabilities."""
 
@@ -79,14 +130,10 @@ class Predictor:
 
 
 def load_model(path: str | Path) -> Predictor:
-    """A Predictor from ``model.pt`` (TorchScript), ``model.tar.gz``'s folder, or a ``.ckpt`` file."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"No model at {path}: pass a model.pt (TorchScript) or a .ckpt checkpoint")
-    if path.suffix == ".ckpt":
+    """A Predictor over whatever :func:`load_module` reads (a checkpoint wrapped as the export is)."""
+    module = load_module(path)
+    if not hasattr(module, "predict_images"):
         from dogbreed.export import wrap
 
-        return Predictor(wrap(load_checkpoint(path)))
-    return Predictor(torch.jit.load(str(path), map_location="cpu"))
+        module = wrap(module)
+    return Predictor(module)

@@ -4,7 +4,9 @@ A Hydra callback (``conf/hydra/default.yaml``), so it acts before Hydra writes `
 into the folder. The default name (``outputs/<date>_<time>``) is claimed with an exclusive ``mkdir``; when
 another run already has it, this run takes ``<name>_1``, ``<name>_2``, … A folder given on the command
 line (``paths.output_dir=…``) is used as given — resuming into it is normal — unless a live process is
-writing there: then the run stops with a message instead of mixing two runs' files.
+writing there: then the run stops with a message instead of mixing two runs' files. The processes of one
+distributed run share its folder: only rank 0 holds the lock (the other ranks are its own children or
+torchrun siblings, started with ``RANK``/``LOCAL_RANK`` set).
 """
 
 from __future__ import annotations
@@ -67,6 +69,11 @@ def lock(folder: str | Path) -> None:
     _held[key] = fd
 
 
+def _is_secondary_rank() -> bool:
+    """This process is a non-zero rank of a distributed run (Lightning's launcher or torchrun)."""
+    return any(int(os.environ.get(name) or 0) > 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
 class ClaimOutputDir(Callback):
     """Hydra ``on_run_start``: make ``paths.output_dir`` this run's own folder (see the module doc).
 
@@ -86,7 +93,7 @@ class ClaimOutputDir(Callback):
                 with read_write(config), open_dict(config):
                     config.paths.output_dir = str(claimed)
             folder = claimed
-        if self.lock:
+        if self.lock and not _is_secondary_rank():
             try:
                 lock(folder)
             except OutputDirInUse as exc:

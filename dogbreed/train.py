@@ -20,12 +20,12 @@ from omegaconf import DictConfig, OmegaConf
 from dogbreed.atomic import write_json
 from dogbreed.backbones import WeightsUnavailableError
 from dogbreed.callbacks.interrupt import exit_status_on_interrupt
-from dogbreed.callbacks.metric_lines import FINAL_KEYS, format_value
-from dogbreed.config import CONFIG_DIR, ConfigError, instantiate, validate
+from dogbreed.callbacks.metric_lines import FINAL_KEYS, MetricLines, format_value
+from dogbreed.config import CONFIG_DIR, ConfigError, freeze_policy, instantiate, validate
 from dogbreed.console import quiet_third_party
 from dogbreed.data.layout import DatasetError
 from dogbreed.lr_find import mode as lr_find_mode
-from dogbreed.perf import auto_precision
+from dogbreed.metric_format import LAST_PREFIX, VAL_KEYS
 from dogbreed.tracking import log_config, log_final
 
 log = logging.getLogger("dogbreed.train")
@@ -51,9 +51,7 @@ def _save_config(cfg: DictConfig, output_dir: Path) -> None:
 def _finetuning_callback(cfg: DictConfig) -> list[pl.Callback]:
     from lightning.pytorch.callbacks import BackboneFinetuning
 
-    from dogbreed.model import normalise_freeze
-
-    if normalise_freeze(cfg.model.freeze) != "gradual":
+    if freeze_policy(cfg.model.freeze) != "gradual":
         return []
     return [
         BackboneFinetuning(
@@ -65,43 +63,22 @@ def _finetuning_callback(cfg: DictConfig) -> list[pl.Callback]:
     ]
 
 
-def _progress_callback() -> list[pl.Callback]:
-    """Rich progress bar in a terminal; none otherwise (the per-epoch metric lines remain)."""
-    if sys.stdout.isatty():
-        from lightning.pytorch.callbacks import RichProgressBar
-
-        return [RichProgressBar()]
-    return []
-
-
 def build(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict[str, Any]:
-    """Instantiate datamodule, model, callbacks, loggers and trainer from ``cfg``.
-
-    ``extra_callbacks`` are added as they are (e.g. an Optuna pruning callback from launch.tune).
-    """
+    """Instantiate datamodule, model, callbacks, loggers and trainer from ``cfg``, as composed: the
+    callbacks are ``cfg.callbacks`` (conf/callbacks/), the precision ``cfg.trainer.precision`` (resolved by
+    ``${precision:auto}``). ``extra_callbacks`` are added as they are (e.g. launch.tune's Optuna pruning)."""
     datamodule = instantiate(cfg.data, seed=cfg.get("seed") or 0, _convert_="partial")
     model = instantiate(cfg.model, class_names=datamodule.class_names, _convert_="partial")
     datamodule.attach_model(model)
     callbacks = [
         *_instantiate_group(cfg.get("callbacks")),
         *_finetuning_callback(cfg),
-        *_progress_callback(),
         *(extra_callbacks or []),
     ]
+    if cfg.trainer.get("precision") == "auto":  # the command line's spelling of the default's resolver
+        cfg.trainer.precision = "${precision:auto}"
     loggers = _instantiate_group(cfg.get("logger"))
-    if not loggers:  # LearningRateMonitor refuses to run without a logger
-        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
-    precision = cfg.trainer.get("precision", "32-true")
-    if precision == "auto":
-        precision = auto_precision(cfg.trainer.get("accelerator", "auto"))
-        log.info("trainer.precision=auto → %s", precision)
-    trainer: pl.Trainer = instantiate(
-        cfg.trainer,
-        precision=precision,
-        callbacks=callbacks,
-        logger=loggers or False,
-        enable_progress_bar=any(isinstance(c, pl.callbacks.ProgressBar) for c in callbacks),
-    )
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return {
         "cfg": cfg,
         "datamodule": datamodule,
@@ -118,9 +95,20 @@ def _best_checkpoint(trainer: pl.Trainer) -> str | None:
     return path or None
 
 
-def _metric(metrics: dict, key: str) -> float | None:
-    value = metrics.get(key)
-    return None if value is None else float(value)
+def _validation_metrics(trainer: pl.Trainer) -> dict[str, Any]:
+    """``best_epoch`` and its ``val_*`` (the checkpoint the run tests and exports), the last epoch's
+    ``last_val_*``: MetricLines keeps them. Without callbacks.metric_lines only the last epoch is known, and
+    it is the tested one only when no checkpoint callback picks a best."""
+    lines = next((c for c in trainer.callbacks if isinstance(c, MetricLines)), None)
+    if lines is not None:
+        return lines.summary()
+    found = trainer.callback_metrics
+    last = {key: float(found[key]) for key in VAL_KEYS if key in found}
+    picks_best = getattr(trainer.checkpoint_callback, "monitor", None) is not None
+    best = {} if picks_best else {"best_epoch": trainer.current_epoch - 1, **last}
+    return {"best_epoch": None, **dict.fromkeys(VAL_KEYS), **best} | {
+        f"{LAST_PREFIX}{key}": value for key, value in last.items()
+    }
 
 
 def train(
@@ -154,14 +142,10 @@ def train(
     with exit_status_on_interrupt(trainer):  # SIGTERM/SIGINT: checkpoint saved, exit 143/130
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     metrics: dict[str, Any] = {
-        "val_loss": _metric(trainer.callback_metrics, "val_loss"),
-        "val_acc": _metric(trainer.callback_metrics, "val_acc"),
+        **_validation_metrics(trainer),
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
     }
-    ckpt_cb = trainer.checkpoint_callback
-    if ckpt_cb is not None and getattr(ckpt_cb, "best_model_score", None) is not None:
-        metrics["val_acc"] = float(ckpt_cb.best_model_score)
     best = _best_checkpoint(trainer)
     metrics["best_checkpoint"] = best
 
@@ -208,8 +192,9 @@ def train(
         if page is not None:
             print(f"Run report: {page}", flush=True)
         for key in FINAL_KEYS:
-            if metrics.get(key) is not None:
-                print(f"{key}={format_value(float(metrics[key]))}", flush=True)
+            value = metrics.get(key)
+            if value is not None:
+                print(f"{key}={value if isinstance(value, int) else format_value(float(value))}", flush=True)
     return metrics, objects
 
 

@@ -91,13 +91,44 @@ def needs_gpu(name: str) -> bool:
 )
 def test_every_trainer_option_instantiates(name, tmp_path):
     cfg = compose("train", [f"trainer={name}", f"paths.output_dir={tmp_path}"])
-    precision = (
-        auto_precision(cfg.trainer.accelerator) if cfg.trainer.precision == "auto" else cfg.trainer.precision
-    )
-    trainer = hydra.utils.instantiate(
-        cfg.trainer, precision=precision, logger=False, enable_progress_bar=False
-    )
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
     assert trainer.max_epochs == cfg.trainer.max_epochs
+    assert str(trainer.precision) == cfg.trainer.precision
+
+
+def test_precision_auto_is_resolved_in_the_config(tmp_path):
+    # What `--cfg job --resolve`, the run page and the Trainer see: the probe's answer, not "auto".
+    for accelerator in ("auto", "cpu"):
+        cfg = compose("train", [f"trainer.accelerator={accelerator}", f"paths.output_dir={tmp_path}"])
+        assert cfg.trainer.precision == auto_precision(accelerator)
+        assert f"precision: {auto_precision(accelerator)}" in OmegaConf.to_yaml(cfg.trainer, resolve=True)
+    assert compose("train", ["trainer.precision=16-mixed"]).trainer.precision == "16-mixed"
+
+
+def test_callbacks_are_the_composed_ones():
+    default = compose("train").callbacks
+    assert {"model_checkpoint", "early_stopping", "lr_monitor", "metric_lines", "progress_bar"} <= set(
+        default
+    )
+    assert not compose("train", ["callbacks=none"]).callbacks
+    off = compose("train", ["callbacks.debugger=null"]).callbacks
+    assert off.debugger is None and set(off) == set(default)
+
+
+def test_logger_none_switches_off_the_lr_monitor_and_validation_names_it(tmp_path):
+    cfg = compose("train", ["logger=none", f"paths.output_dir={tmp_path}"])
+    assert cfg.callbacks.lr_monitor is None and not cfg.logger
+    validate(cfg)
+    cfg.callbacks.lr_monitor = {"_target_": "lightning.pytorch.callbacks.LearningRateMonitor"}
+    with pytest.raises(ConfigError, match=r"callbacks\.lr_monitor .*needs a logger"):
+        validate(cfg)
+
+
+def test_one_objective_key_for_training_and_tuning():
+    assert compose("launch_tune", ["objective=val_loss"]).tune.objective == "val_loss"
+    # The old spelling still reaches the trials, as their `objective`.
+    cfg = compose("launch_tune", ["tune.objective=val_loss"])
+    assert "objective=val_loss" in list(cfg.tune.trial_overrides)
 
 
 @pytest.mark.parametrize("group", ["experiment", "debug", "logger", "callbacks"])

@@ -8,11 +8,14 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 NOISE = re.compile(
     r"USDT:|ERROR:\d|gpuGetDeviceCount|DeprecationWarning|FutureWarning|is deprecated|💡 Tip|Traceback"
 )
 
 
+@pytest.mark.slow  # a whole run in a subprocess (or several): the slow lane runs it
 def test_a_demo_like_run_prints_nothing_alarming(synthetic_root, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONWARNINGS", "KINETO_LOG_LEVEL")}
     args = [

@@ -76,6 +76,7 @@ def steps_printed(output: str) -> list[int]:
     return [int(m.group(1)) for m in re.finditer(r"slow_steps: epoch=\d+ step=(\d+)", output)]
 
 
+@pytest.mark.slow  # a whole run in a subprocess (or several): the slow lane runs it
 def test_sigterm_mid_epoch_saves_the_step_and_the_resumed_run_continues_there(synthetic_root, tmp_path):
     out = tmp_path / "run"
     status, output = interrupt_at(

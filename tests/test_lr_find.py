@@ -76,6 +76,7 @@ def test_bad_value_is_named_before_anything_slow(cfg_factory):
         train(cfg_factory(["lr_find=sometimes"]))
 
 
+@pytest.mark.slow  # a whole run in a subprocess (or several): the slow lane runs it
 def test_cli_prints_the_command_that_uses_the_suggestion(synthetic_root: Path, tmp_path: Path):
     args = [f"data.root={synthetic_root}", "data.num_workers=0", "data.batch_size=16",
             "model=mobilenet_v2", "model.allow_random_init=true", "trainer=cpu",

@@ -94,6 +94,7 @@ def test_gradual_unfreezes_backbone_with_lower_lr(cfg_factory):
             "model.unfreeze_at_epoch=1",
             "model.backbone_lr_ratio=0.1",
             "model.lr=0.01",
+            "data.batch_size=4",  # the unfrozen path runs the backbone at 224 px: keep the two steps small
             "trainer.max_epochs=2",
             "trainer.limit_train_batches=1",
             "trainer.limit_val_batches=1",

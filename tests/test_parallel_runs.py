@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import lightning.pytorch as pl
+import pytest
 import torch
 
 from dogbreed.data.feature_cache import module_digest
@@ -30,6 +31,7 @@ def cli(args: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # a whole run in a subprocess (or several): the slow lane runs it
 def test_a_run_never_writes_into_a_folder_another_run_took_in_the_same_second(synthetic_root, tmp_path):
     outputs = tmp_path / "outputs"
     now = dt.datetime.now()
@@ -50,6 +52,7 @@ def test_claiming_the_same_name_twice_gives_two_folders(tmp_path):
     assert (first.name, second.name) == ("run", "run_1") and first.is_dir() and second.is_dir()
 
 
+@pytest.mark.slow  # a whole run in a subprocess (or several): the slow lane runs it
 def test_a_folder_a_live_run_writes_into_is_refused(synthetic_root, tmp_path):
     folder = tmp_path / "shared"
     holder = subprocess.Popen(

@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dogbreed.runpage.history import best_epoch, read_history
+from dogbreed.metric_format import FINAL_KEYS
+from dogbreed.runpage.history import read_history
 
 LIGHTNING_CSV = """\
 epoch,lr-SGD,step,test_acc,train_acc,train_loss_epoch,train_loss_step,val_acc,val_loss
@@ -36,8 +37,6 @@ def test_history_has_one_row_per_epoch_with_its_learning_rate(tmp_path: Path):
         {"epoch": 0.0, "lr-SGD": 0.1, "val_acc": 0.5, "val_loss": 1.2, "train_acc": 0.4, "train_loss": 1.8},
         {"epoch": 1.0, "lr-SGD": 0.05, "val_acc": 0.75, "val_loss": 0.9, "train_acc": 0.7, "train_loss": 1.0},
     ]  # step rows and the test stage left out; each LR row lands on the epoch it started
-    assert best_epoch(history, "val_acc", "max") == 1 and best_epoch(history, "val_loss", "min") == 1
-    assert best_epoch(history, "no_such_metric") is None
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +55,8 @@ def run(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path, run_cfg)
 
 def test_page_path_is_printed_just_before_the_final_key_value_lines(run: dict):
     lines = [line for line in run["stdout"].splitlines() if line.strip()]
-    assert lines[-6] == f"Run report: {run['page']}"
-    assert [line.split("=")[0] for line in lines[-5:]] == [
-        "val_loss",
-        "val_acc",
-        "test_loss",
-        "test_acc",
-        "test_acc_top5",
-    ]
+    assert lines[-len(FINAL_KEYS) - 1] == f"Run report: {run['page']}"
+    assert [line.split("=")[0] for line in lines[-len(FINAL_KEYS) :]] == list(FINAL_KEYS)
 
 
 def _inline_images(document: str) -> list[np.ndarray]:
@@ -82,6 +75,11 @@ def test_page_has_numbers_story_curves_samples_links_and_commands(run: dict):
                     "Reports", "Model", "What to run next", "Configuration"):  # fmt: skip
         assert f"<h2>{heading}</h2>" in document, heading
     assert f"{metrics['test_acc']:.1%}" in document  # the headline card
+    # The best card: the tested checkpoint's epoch and its val_acc, as metrics.json names them.
+    assert (
+        f"best val_acc (epoch {metrics['best_epoch']})" in document
+        and f"{metrics['val_acc']:.1%}" in document
+    )
     assert "Trained 3 of trainer.max_epochs=3 epochs." in document
     assert "Most confused on the test split" in document  # from evaluation.json
     for report in ("evaluation.html", "debugger.html", "profiler.html"):

@@ -11,6 +11,7 @@ import torch
 
 from dogbreed.callbacks.metric_lines import metric_regex
 from dogbreed.data import DatasetError
+from dogbreed.metric_format import FINAL_KEYS
 from dogbreed.train import train
 
 
@@ -18,6 +19,9 @@ def test_fast_dev_run_wires_everything_without_exporting(cfg_factory, tmp_path):
     cfg = cfg_factory(["debug=fast_dev_run"])
     metrics, objects = train(cfg)
     assert objects["trainer"].fast_dev_run
+    # The callbacks are the composed config's, one per non-null entry, in its order (nothing added in code).
+    composed = [node._target_.rsplit(".", 1)[1] for node in cfg.callbacks.values() if node is not None]
+    assert [type(c).__name__ for c in objects["callbacks"]] == composed
     assert "test_acc" in metrics
     assert not (tmp_path / "run" / "model" / "model.pt").exists()
 
@@ -43,46 +47,73 @@ def test_run_learns_and_writes_the_documented_layout(trained_run):
 
 
 def test_stdout_has_epoch_lines_and_final_key_values(cfg_factory, capsys):
+    # The kept checkpoint is the epoch of the *highest* val_loss: not the last one on a run that learns.
     cfg = cfg_factory(
-        ["trainer.max_epochs=2", "trainer.limit_train_batches=1", "export.enabled=false", "logger=none"]
+        [
+            "trainer.max_epochs=3",
+            "trainer.limit_train_batches=1",
+            "export.enabled=false",
+            "logger=none",
+            "callbacks.early_stopping=null",
+            "callbacks.model_checkpoint.monitor=val_loss",
+            "callbacks.model_checkpoint.mode=max",
+        ]
     )
     metrics, _ = train(cfg)
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
     epoch_lines = [line for line in lines if line.startswith("epoch=")]
-    assert [int(re.match(r"epoch=(\d+)", line).group(1)) for line in epoch_lines] == [0, 1]
+    assert [int(re.match(r"epoch=(\d+)", line).group(1)) for line in epoch_lines] == [0, 1, 2]
+    losses = [float(re.search(metric_regex("val_loss"), line).group(1)) for line in epoch_lines]
+    assert metrics["best_epoch"] == losses.index(max(losses)) != 2, losses
     for key in ("train_loss", "val_loss", "val_acc"):
         assert re.search(metric_regex(key), epoch_lines[-1]), (key, epoch_lines[-1])
-    tail = lines[-5:]
-    assert [line.split("=")[0] for line in tail] == [
-        "val_loss",
-        "val_acc",
-        "test_loss",
-        "test_acc",
-        "test_acc_top5",
-    ]
-    assert float(re.search(metric_regex("test_acc"), tail[3]).group(1)) == pytest.approx(
+    tail = lines[-len(FINAL_KEYS) :]
+    assert [line.split("=")[0] for line in tail] == list(FINAL_KEYS)
+    final = {line.split("=")[0]: line for line in tail}
+    assert float(re.search(metric_regex("test_acc"), final["test_acc"]).group(1)) == pytest.approx(
         metrics["test_acc"], abs=1e-5
     )
+    # val_* are the best checkpoint's epoch line (the model the test_* lines measured), last_val_* the last.
+    assert final["best_epoch"] == f"best_epoch={metrics['best_epoch']}"
+    for prefix, line in (("", epoch_lines[metrics["best_epoch"]]), ("last_", epoch_lines[-1])):
+        for key in ("val_loss", "val_acc"):
+            printed = float(re.search(metric_regex(prefix + key), final[prefix + key]).group(1))
+            assert printed == float(re.search(metric_regex(key), line).group(1))
+            assert printed == pytest.approx(metrics[prefix + key], rel=1e-5)
 
 
-def test_resume_from_last_checkpoint_continues_training(cfg_factory, tmp_path):
+def test_resume_from_last_checkpoint_continues_training(cfg_factory, tmp_path, capsys):
     common = [
         "trainer.limit_train_batches=2",
         "export.enabled=false",
         "test=false",
         "logger=none",
         "callbacks.early_stopping=null",
+        # Keep the worst-loss epoch (often the first run's): the resumed run must still know which it was.
+        "callbacks.model_checkpoint.monitor=val_loss",
+        "callbacks.model_checkpoint.mode=max",
     ]
     first, objs = train(cfg_factory(["trainer.max_epochs=1", *common], output_dir=tmp_path / "a"))
     last = tmp_path / "a" / "checkpoints" / "last.ckpt"
     assert first["global_step"] == 2
     state = torch.load(last, map_location="cpu", weights_only=True)  # what resuming loads it with
     assert state["epoch"] == 0 and state["hyper_parameters"]["class_names"] == objs["datamodule"].class_names
+    capsys.readouterr()
+    # Resumed in the same output directory, as the interrupt message says (ModelCheckpoint restores its
+    # scores only there).
     second, _ = train(
-        cfg_factory(["trainer.max_epochs=3", f"ckpt_path={last}", *common], output_dir=tmp_path / "b")
+        cfg_factory(["trainer.max_epochs=3", f"ckpt_path={last}", *common], output_dir=tmp_path / "a")
     )
     assert second["global_step"] == 6  # resumed at step 2, then two more epochs of 2 steps
     assert second["epochs"] == 3
+    resumed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch=")]
+    losses = [
+        first["val_loss"],
+        *(float(re.search(metric_regex("val_loss"), line).group(1)) for line in resumed),
+    ]
+    assert len(losses) == 3 and second["best_epoch"] == losses.index(max(losses))
+    assert second["val_loss"] == pytest.approx(losses[second["best_epoch"]], rel=1e-5)
+    assert second["last_val_loss"] == pytest.approx(losses[-1], rel=1e-5)
 
 
 def test_missing_dataset_fails_before_training(cfg_factory, tmp_path):

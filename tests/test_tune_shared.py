@@ -73,6 +73,7 @@ def test_processes_sharing_a_journal_file_run_exactly_max_jobs_trials(synthetic_
     assert len({t.user_attrs["output_dir"] for t in trials}) == MAX_JOBS  # one folder per trial
 
 
+@pytest.mark.slow  # a whole run in a subprocess (or several): the slow lane runs it
 def test_processes_sharing_a_postgres_database_run_exactly_max_jobs_and_never_show_the_password(
     synthetic_root, tmp_path, postgres_url
 ):

@@ -25,12 +25,15 @@ from dogbreed.evaluate.inference import (
     Predictions,
     cached_predictions,
     canonical_split,
-    load_source,
     predict_split,
     split_dir,
 )
 from dogbreed.evaluate.metrics import Metrics, compute
 from dogbreed.evaluate.report import Report, write_report
+from dogbreed.predict import load_module
+
+# The name this package exported for the library's artifact resolver before it moved to dogbreed.predict.
+load_source = load_module
 
 __all__ = [
     "EvalSettings",
@@ -40,6 +43,7 @@ __all__ = [
     "compute",
     "evaluate",
     "evaluate_run",
+    "load_module",
     "load_source",
     "predict_split",
     "settings_from",
@@ -90,12 +94,12 @@ def evaluate(
     datamodule: Any = None,
     label: str | None = None,
 ) -> Report:
-    """Evaluate ``model`` (a BreedClassifier, or a path ``load_source`` reads) on the ImageFolder split
+    """Evaluate ``model`` (a BreedClassifier, or a path ``load_module`` reads) on the ImageFolder split
     ``folder`` and write the report into ``reports_dir``. A ``datamodule`` serving cached backbone features
     (frozen backbone) lets a checkpoint be evaluated from those features instead of the images."""
     settings = settings or EvalSettings()
     label = label or (str(model) if isinstance(model, str | Path) else f"{type(model).__name__} (in memory)")
-    module = load_source(model) if isinstance(model, str | Path) else model
+    module = load_module(model) if isinstance(model, str | Path) else model
     preds = cached_predictions(module, datamodule, settings.split) if datamodule is not None else None
     if preds is None:
         preds = predict_split(

@@ -11,9 +11,7 @@ Two kinds of model, fed the way each is fed in production:
 
 from __future__ import annotations
 
-import io
 import logging
-import tarfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -56,48 +54,6 @@ def split_dir(root: str | Path, split: str) -> Path:
     """The folder of ``split`` under ``root`` (only that split has to exist)."""
     split = canonical_split(split)
     return find_splits(root, required=(split,)).splits[split]
-
-
-def _load_torchscript(data: bytes | str, origin: Path) -> torch.jit.ScriptModule:
-    try:
-        module = torch.jit.load(io.BytesIO(data) if isinstance(data, bytes) else data, map_location="cpu")
-    except RuntimeError as exc:
-        raise ValueError(
-            f"{origin} is neither a Lightning checkpoint (.ckpt) nor a TorchScript model.pt ({exc})"
-        ) from None
-    if not hasattr(module, "class_names") or not hasattr(module, "predict_images"):
-        raise ValueError(
-            f"{origin} is TorchScript but not a dogbreed export (no class_names / predict_images); "
-            "re-export it"
-        )
-    return module
-
-
-def load_source(path: str | Path) -> nn.Module:
-    """A BreedClassifier from a ``.ckpt``; TorchScript from ``model.pt``, its folder, or ``model.tar.gz``."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.pt"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"ckpt={path}: no such file. Pass a Lightning checkpoint (.ckpt), an exported model.pt, "
-            "the model.tar.gz a SageMaker job wrote, or the folder holding model.pt"
-        )
-    if path.suffix == ".ckpt":
-        from dogbreed.predict import load_checkpoint
-
-        return load_checkpoint(path)
-    if path.name.endswith((".tar.gz", ".tgz")):
-        with tarfile.open(path, "r:gz") as tar:
-            member = next(
-                (m for m in tar.getmembers() if m.isfile() and Path(m.name).name == "model.pt"), None
-            )
-            if member is None:
-                raise ValueError(
-                    f"{path} holds no model.pt; expected the model.tar.gz written by dogbreed's export"
-                )
-            return _load_torchscript(tar.extractfile(member).read(), path)
-    return _load_torchscript(str(path), path)
 
 
 def _device(device: str) -> torch.device:

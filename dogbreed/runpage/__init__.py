@@ -20,7 +20,7 @@ from dogbreed import html as H
 from dogbreed.atomic import write_bytes
 from dogbreed.evaluate.plots import to_png
 from dogbreed.runpage import page as P
-from dogbreed.runpage.history import Epochs, best_epoch, curves_figure, read_history
+from dogbreed.runpage.history import Epochs, curves_figure, read_history
 from dogbreed.runpage.samples import samples_figure, training_samples
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ def build(
     reports = out / "reports"
     ckpt = trainer.checkpoint_callback
     monitor = getattr(ckpt, "monitor", None)
-    best = best_epoch(history, monitor, getattr(ckpt, "mode", "max"))
+    best = metrics.get("best_epoch")  # the epoch whose checkpoint was tested (MetricLines names it)
     info = _run_info(cfg, objects)
     title = f"{info['backbone']} on {Path(info['data_root']).name}"
     results = to_png(curves_figure(history, best, f"{title} — {out.name}"))

@@ -55,16 +55,6 @@ def read_history(path: str | Path) -> Epochs:
     return [{"epoch": float(e), **epochs[e]} for e in sorted(epochs) if epochs[e]]
 
 
-def best_epoch(history: Epochs, monitor: str | None, mode: str = "max") -> int | None:
-    """The epoch a ModelCheckpoint(monitor, mode) kept as best (the first one on ties)."""
-    scored = [(h[monitor], int(h["epoch"])) for h in history if monitor and monitor in h]
-    if not scored:
-        return None
-    pick = max if mode == "max" else min
-    target = pick(v for v, _ in scored)
-    return next(e for v, e in scored if v == target)
-
-
 def _panel(ax, history: Epochs, keys: list[tuple[str, str]], title: str, best: int | None) -> bool:
     drawn = False
     for key, label in keys:

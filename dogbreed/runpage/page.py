@@ -48,7 +48,7 @@ def headline(metrics: dict[str, Any], best: int | None, monitor: str | None) -> 
         ("test top-5", _fmt(metrics.get("test_acc_top5"), pct=True)),
         (
             f"best {monitor or 'val_acc'}" + (f" (epoch {best})" if best is not None else ""),
-            _fmt(metrics.get("val_acc"), pct=(monitor or "val_acc").endswith("acc")),
+            _fmt(metrics.get(monitor or "val_acc"), pct=(monitor or "val_acc").endswith("acc")),
         ),
         ("test loss", _fmt(metrics.get("test_loss"))),
         ("macro F1", _fmt(metrics.get("eval_macro_f1"))),
