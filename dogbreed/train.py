@@ -165,6 +165,7 @@ def train(
     best = _best_checkpoint(trainer)
     metrics["best_checkpoint"] = best
 
+    tested_best = bool(cfg.get("test", True)) and best is not None
     if cfg.get("test", True):
         results = trainer.test(
             model, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True
@@ -178,7 +179,8 @@ def train(
     if do_export or do_evaluate:
         from dogbreed.predict import load_checkpoint
 
-        best_model = load_checkpoint(best) if best else model  # loaded once, for export and evaluation
+        # trainer.test(ckpt_path=best) has already loaded the best weights into model: reuse them
+        best_model = load_checkpoint(best) if best and not tested_best else model
 
     if do_export:
         from dogbreed.export import export_all

@@ -1,15 +1,15 @@
 """Batch inference for the server: model.pt run the fastest way this machine allows.
 
-Measured on a 2-core AMD EPYC (AVX2, no AVX-512: bf16 is emulated there), MobileNetV2, one thread, through
-``python -m serve`` at concurrency 8 against a one-request-at-a-time eager handler (``bench/serve.py``):
+The measured speed and agreement of each are in ``PRECISION_HELP`` (``python -m serve --help``).
 
 ``fp32-frozen`` (what ``auto`` picks): the artifact's own ``preprocess`` in fp32, then a channels_last,
 ``torch.jit.freeze``-d copy of its network (BatchNorm folded into the convolutions, oneDNN kernels);
-probabilities within 1e-3 of fp32 (``tests/test_serve_engine.py`` pins it).
+probabilities within 1e-3 of fp32 (``tests/test_serve_precision.py`` pins it).
 ``fp32``: the artifact's ``predict_images``, bit-for-bit what ``dogbreed.load_model`` gives.
 ``int8``: the frozen network quantized by TorchScript graph-mode post-training quantization (x86 backend:
 per-channel int8 weights, int8 activations whose ranges come from ``calibration`` images, fbgemm/oneDNN
-kernels); same top-1 on ≥ 99% of held-out images. Calibrating takes seconds at start-up.
+kernels), served only when its top-1 agrees with fp32 on ``min_agreement`` (99%) of the held-out half of
+the calibration images, else ``fp32-frozen``. Calibrating takes seconds to a minute at start-up.
 ``bf16``: on a CPU with native bf16 (AVX512-BF16/AMX) a bf16 copy of the frozen network, probabilities
 within ~1e-2; on CUDA bf16 autocast; elsewhere emulated and slower than fp32.
 """
@@ -29,13 +29,17 @@ from serve.inference import probabilities
 
 log = logging.getLogger(__name__)
 PRECISIONS = ("auto", "fp32-frozen", "fp32", "int8", "bf16")
-# Measured by bench/serve.py (see its docstring for the command) on a 2-core AMD EPYC (AVX2), MobileNetV2.
+# Measured by `python bench/serve.py --threads 1 --levels 1,8 --requests 120 --soak 0` (MobileNetV2, random
+# init, 133 classes) on a busy 2-core AMD EPYC (AVX2, no AVX-512); throughput vs the one-request-at-a-time
+# eager handler at concurrency 8. int8's agreement: the demo model (real MobileNetV2 weights), 160 test
+# images.
 PRECISION_HELP = (
-    "auto = fp32-frozen. fp32-frozen = the network frozen (BatchNorm folded) in channels_last, "
-    "probabilities within 1e-3 of fp32: SPEED_FROZEN the one-request-at-a-time eager handler's throughput at "
-    "concurrency 8; fp32 = exactly the artifact's numbers (SPEED_FP32); int8 = post-training quantization "
-    "calibrated on --calibration images: SPEED_INT8, same top-1 as fp32 on AGREE_INT8 of held-out images; "
-    "bf16 = for CPUs with AVX512-BF16/AMX (emulated, slower, elsewhere) and GPUs: probabilities within ~0.1"
+    "auto = fp32-frozen. fp32-frozen = the network frozen (BatchNorm folded) in channels_last, probabilities "
+    "within 1e-3 of fp32: 1.7x a one-request-at-a-time eager handler at concurrency 8 (2.7x at 1; 2-core "
+    "AVX2 CPU, MobileNetV2); fp32 = exactly the artifact's numbers (1.5x); int8 = post-training "
+    "quantization calibrated on --calibration images (2.5x), served only when its top-1 agrees with fp32 on "
+    "--int8-min-agreement of held-out calibration images (the demo MobileNetV2 agrees on 89 per cent, so it "
+    "falls back to fp32-frozen); bf16 = for CPUs with AVX512-BF16/AMX and GPUs (emulated, slower, elsewhere)"
 )
 CALIBRATION_IMAGES = 64  # the most images read from --calibration: half calibrate int8, half check it
 MIN_AGREEMENT = 0.99  # int8 is served only when its top-1 agrees with fp32 this often on the checked half
