@@ -492,7 +492,7 @@ def report(results: dict, levels: list[int], precisions: list[str]) -> None:
             f"10%), p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms, {s['throughput_rps']:.1f} req/s"
         )
         lines.update(soak_errors=s["errors"], soak_rss_growth_pct=s["rss_growth_pct"])
-    print()
+    print(f"\ncommand: python bench/serve.py {' '.join(sys.argv[1:])}")
     for key, value in lines.items():
         print(f"{key}={value:.3f}" if isinstance(value, float) else f"{key}={value}")
 
