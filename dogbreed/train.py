@@ -48,23 +48,6 @@ def _save_config(cfg: DictConfig, output_dir: Path) -> None:
         OmegaConf.save(cfg, target)
 
 
-def _finetuning_callback(cfg: DictConfig) -> list[pl.Callback]:
-    from lightning.pytorch.callbacks import BackboneFinetuning
-
-    from dogbreed.model import normalise_freeze
-
-    if normalise_freeze(cfg.model.freeze) != "gradual":
-        return []
-    return [
-        BackboneFinetuning(
-            unfreeze_backbone_at_epoch=int(cfg.model.unfreeze_at_epoch),
-            backbone_initial_ratio_lr=float(cfg.model.backbone_lr_ratio),
-            should_align=True,
-            train_bn=True,
-        )
-    ]
-
-
 def _progress_callback() -> list[pl.Callback]:
     """Rich progress bar in a terminal; none otherwise (the per-epoch metric lines remain)."""
     if sys.stdout.isatty():
@@ -84,7 +67,6 @@ def build(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     datamodule.attach_model(model)
     callbacks = [
         *_instantiate_group(cfg.get("callbacks")),
-        *_finetuning_callback(cfg),
         *_progress_callback(),
         *(extra_callbacks or []),
     ]
