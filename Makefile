@@ -123,6 +123,7 @@ lint: .venv
 
 bench: .venv
 	$(PY) bench/train.py
+	$(PY) bench/serve.py --threads 1 --levels 1,8 --requests 120 --soak 0
 
 clean:
 	rm -rf $(VENV) $(VENV3) $(TORCH_VENV) $(TOOLKIT_TRAIN) $(TOOLKIT_SERVE) outputs multirun

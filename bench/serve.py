@@ -11,9 +11,13 @@ whenever another process holds one of the cores (10× slower measured here under
 Servers, all on 127.0.0.1, all fed the same 500×375 JPEG (the dog dataset's typical size) as image/jpeg:
   baseline   ThreadingHTTPServer + a lock: decode, eager ``ExportedClassifier`` forward (batch 1), answer —
              one request at a time, as the seeds' handler (or TorchServe with one worker, batch 1) does.
-  ours-fp32  ``python -m serve --precision fp32``: the artifact's own numbers, micro-batched (the warm-up
-             picks the batch cap: on a small CPU fp32 costs more per image in big batches).
-  ours-bf16  ``python -m serve --precision bf16``: bf16 frozen channels_last network (same top-1).
+  ours-fp32-frozen  ``python -m serve`` (the default, auto = fp32-frozen): frozen channels_last fp32 network,
+             micro-batched (the warm-up picks the batch cap).
+  ours-fp32  ``--precision fp32``: the artifact's own numbers, micro-batched.
+  ours-int8  ``--precision int8 --calibration DIR`` (16 generated photos; ``--int8-min-agreement`` 0.001: a
+             random-init model's top-1 is noise, so here only its speed is measured; agreement on a trained
+             model: ``python bench/serve.py --ckpt … `` prints it from the server's log).
+  ours-bf16  ``--precision bf16``: bf16 frozen channels_last network (same top-1), where bf16 is native.
 The model is random-init (``weights=None``: no download; cost per image is the same) unless ``--ckpt``.
 "decode+forward alone" is measured in this process on the same image and model, batch 1, no HTTP.
 Prints p50/p99 latency and throughput per level, the ratios, the soak result, then ``key=value`` lines;
@@ -48,6 +52,17 @@ def photo(size: tuple[int, int] = (500, 375)) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=90)
     return buf.getvalue()
+
+
+def photos(folder: Path, n: int = 16) -> Path:
+    """``n`` different generated photo-sized JPEGs in ``folder`` (int8's calibration images)."""
+    from dogbreed.data.synthetic import draw_image
+
+    folder.mkdir(parents=True)
+    rng = random.Random(1)
+    for i in range(n):
+        draw_image(i % 8, 500, rng).crop((0, 0, 500, 375)).save(folder / f"{i:02d}.jpg", quality=90)
+    return folder
 
 
 def build_model(args: argparse.Namespace, workdir: Path) -> tuple[Path, Path]:
@@ -211,7 +226,7 @@ def summarise(runs: list[dict], concurrency: int) -> dict:
 class Reference:
     """Decode + forward (batch 1) in this process, no HTTP: the floor for latency at concurrency 1."""
 
-    def __init__(self, model: object, body: bytes, precision: str | None) -> None:
+    def __init__(self, model: object, body: bytes, precision: str | None, **runner_args: object) -> None:
         from serve.inference import decode_image
         from serve.runner import Runner
 
@@ -226,7 +241,7 @@ class Reference:
 
             self.run, self.min_side = run, int(model.resize_size)
         else:
-            runner = Runner(model, precision)
+            runner = Runner(model, precision, **runner_args)
             runner.warmup(1)
             self.run, self.min_side = runner, runner.resize_size
         self.times_ms: list[float] = []
@@ -282,6 +297,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--classes", type=int, default=133, help="number of classes (default %(default)s)")
     p.add_argument("--ckpt", help="bench a trained checkpoint instead of a random-init model")
+    p.add_argument(
+        "--calibration",
+        type=Path,
+        help="int8's --calibration folder (default: 16 generated photos); with --ckpt, int8 then needs its "
+        "real 0.99 agreement on the held-out half, and the server's log line with it is printed",
+    )
     p.add_argument("--levels", default="1,8,32", help="client concurrency levels (default %(default)s)")
     p.add_argument(
         "--requests", type=int, default=120, help="requests per level and server (default %(default)s)"
@@ -295,8 +316,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--precisions",
         default=None,
-        help="our server's --precision values to bench (default: fp32, plus bf16 where the CPU has native "
-        "bf16 kernels: emulated bf16 warms up for minutes)",
+        help="our server's --precision values to bench (default: fp32-frozen,fp32,int8, plus bf16 where the "
+        "CPU has native bf16 kernels: emulated bf16 warms up for minutes)",
     )
     p.add_argument(
         "--threads",
@@ -313,7 +334,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--soak-concurrency", type=int, default=16, help="default %(default)s")
     p.add_argument(
         "--soak-precision",
-        default="fp32",
+        default="fp32-frozen",
         help="our server's precision during the soak (default %(default)s)",
     )
     p.add_argument(
@@ -342,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.precisions is None:
         from serve.runner import cpu_supports_bf16
 
-        args.precisions = "fp32,bf16" if cpu_supports_bf16() else "fp32"
+        args.precisions = "fp32-frozen,fp32,int8" + (",bf16" if cpu_supports_bf16() else "")
     precisions = [p for p in args.precisions.split(",") if p]
     threads = ["--threads", str(args.threads)] if args.threads else []
     threads += ["--no-warmup"] if args.no_warmup else []
@@ -354,14 +375,21 @@ def main(argv: list[str] | None = None) -> int:
         model_pt, eager = build_model(args, Path(tmp))
         scripted = load_torchscript(str(model_pt), "cpu")
         references = {"eager": Reference(torch.load(eager, weights_only=False).eval(), body, None)}
-        references.update({p: Reference(scripted, body, p) for p in precisions})
+        calibration = args.calibration or photos(Path(tmp) / "calibration")
+        int8_args = {"calibration": str(calibration), "min_agreement": 0.99 if args.ckpt else 0.001}
+        references.update(
+            {p: Reference(scripted, body, p, **(int8_args if p == "int8" else {})) for p in precisions}
+        )
         servers: dict = {"baseline": Baseline(eager, args.threads)}
         try:
             for precision in precisions:
+                int8 = ["--calibration", str(calibration)] if precision == "int8" else []
+                int8 += ["--int8-min-agreement", "0.001"] if precision == "int8" and not args.ckpt else []
                 servers[f"ours-{precision}"] = LocalServer(
                     model_pt,
                     "--precision",
                     precision,
+                    *int8,
                     "--max-batch-size",
                     str(args.max_batch_size),
                     *threads,
@@ -383,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
                 if chosen:
                     results.setdefault("batch_cap", {})[name] = int(chosen.group(1))
                     print(f"{name}: batches of up to {chosen.group(1)}", flush=True)
+                agrees = re.search(r"int8: .*", server.log()) if name == "ours-int8" else None
+                if agrees:
+                    print(f"{name}: {agrees.group(0)}", flush=True)
             for c in levels:
                 n = max(args.requests, 4 * c) // args.rounds
                 runs: dict[str, list[dict]] = {name: [] for name in servers}
@@ -414,11 +445,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(results: dict, levels: list[int], precisions: list[str]) -> None:
-    print(f"{'server':<11} {'c':>3} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'errors':>6}")
+    print(f"{'server':<17} {'c':>3} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'errors':>6}")
     for c in levels:
         for name, r in results["levels"][str(c)].items():
             print(
-                f"{name:<11} {c:>3} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['throughput_rps']:>8.1f} "
+                f"{name:<17} {c:>3} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['throughput_rps']:>8.1f} "
                 f"{r['errors']:>6}"
             )
     lines = {}
@@ -461,7 +492,7 @@ def report(results: dict, levels: list[int], precisions: list[str]) -> None:
             f"10%), p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms, {s['throughput_rps']:.1f} req/s"
         )
         lines.update(soak_errors=s["errors"], soak_rss_growth_pct=s["rss_growth_pct"])
-    print()
+    print(f"\ncommand: python bench/serve.py {' '.join(sys.argv[1:])}")
     for key, value in lines.items():
         print(f"{key}={value:.3f}" if isinstance(value, float) else f"{key}={value}")
 

@@ -8,6 +8,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import BackboneFinetuning
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -42,12 +43,29 @@ def build_head(
     raise ValueError(f"model.head.type={type!r}: use linear or mlp")
 
 
+class GradualUnfreeze(BackboneFinetuning):
+    """``freeze=gradual``: Lightning's ``BackboneFinetuning``, except that the head-only epochs freeze the
+    backbone's BatchNorm as well (``train_bn=False``), so it follows the module's one BatchNorm rule; from the
+    unfreeze epoch on BatchNorm trains with the rest of the backbone."""
+
+    def freeze_before_training(self, pl_module: pl.LightningModule) -> None:
+        self.freeze(pl_module.backbone, train_bn=False)
+        pl_module.backbone.eval()  # the Trainer may have called train() before this hook
+
+    def finetune_function(self, pl_module: pl.LightningModule, epoch: int, optimizer: Any) -> None:
+        super().finetune_function(pl_module, epoch, optimizer)
+        if epoch == self.unfreeze_backbone_at_epoch:
+            pl_module.backbone.train(pl_module.training)
+
+
 class BreedClassifier(pl.LightningModule):
     """Fine-tunes ``backbone`` (torchvision, classifier removed) with a new ``head``.
 
-    ``freeze``: ``frozen`` trains only the head (backbone BatchNorm stays in eval mode); ``full`` trains
-    everything; ``gradual`` trains the head first and unfreezes the backbone at ``unfreeze_at_epoch`` with
-    LR × ``backbone_lr_ratio`` through Lightning's ``BackboneFinetuning`` (added by ``dogbreed.train``).
+    ``freeze``: ``frozen`` trains only the head; ``full`` trains everything; ``gradual`` trains the head first
+    and unfreezes the backbone at ``unfreeze_at_epoch`` with LR × ``backbone_lr_ratio``
+    (:class:`GradualUnfreeze`,
+    which the module brings itself through ``configure_callbacks``, under any Trainer). One BatchNorm rule
+    for all three: a frozen backbone's BatchNorm is frozen too and stays in eval mode (see :meth:`train`).
     """
 
     def __init__(
@@ -122,6 +140,20 @@ class BreedClassifier(pl.LightningModule):
                 for stage in ("val", "test")
             }
         )
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """The freeze policy travels with the module: ``gradual`` brings its own :class:`GradualUnfreeze`."""
+        hp = self.hparams
+        if hp.freeze != "gradual":
+            return []
+        return [
+            GradualUnfreeze(
+                unfreeze_backbone_at_epoch=int(hp.unfreeze_at_epoch),
+                backbone_initial_ratio_lr=float(hp.backbone_lr_ratio),
+                should_align=True,
+                train_bn=True,
+            )
+        ]
 
     @property
     def backbone_frozen(self) -> bool:

@@ -21,7 +21,7 @@ from dogbreed.atomic import write_json
 from dogbreed.backbones import WeightsUnavailableError
 from dogbreed.callbacks.interrupt import exit_status_on_interrupt
 from dogbreed.callbacks.metric_lines import FINAL_KEYS, MetricLines, format_value
-from dogbreed.config import CONFIG_DIR, ConfigError, freeze_policy, instantiate, validate
+from dogbreed.config import CONFIG_DIR, ConfigError, instantiate, validate
 from dogbreed.console import quiet_third_party
 from dogbreed.data.layout import DatasetError
 from dogbreed.lr_find import mode as lr_find_mode
@@ -48,21 +48,6 @@ def _save_config(cfg: DictConfig, output_dir: Path) -> None:
         OmegaConf.save(cfg, target)
 
 
-def _finetuning_callback(cfg: DictConfig) -> list[pl.Callback]:
-    from lightning.pytorch.callbacks import BackboneFinetuning
-
-    if freeze_policy(cfg.model.freeze) != "gradual":
-        return []
-    return [
-        BackboneFinetuning(
-            unfreeze_backbone_at_epoch=int(cfg.model.unfreeze_at_epoch),
-            backbone_initial_ratio_lr=float(cfg.model.backbone_lr_ratio),
-            should_align=True,
-            train_bn=True,
-        )
-    ]
-
-
 def build(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict[str, Any]:
     """Instantiate datamodule, model, callbacks, loggers and trainer from ``cfg``, as composed: the
     callbacks are ``cfg.callbacks`` (conf/callbacks/), the precision ``cfg.trainer.precision`` (resolved by
@@ -72,7 +57,6 @@ def build(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     datamodule.attach_model(model)
     callbacks = [
         *_instantiate_group(cfg.get("callbacks")),
-        *_finetuning_callback(cfg),
         *(extra_callbacks or []),
     ]
     if cfg.trainer.get("precision") == "auto":  # the command line's spelling of the default's resolver
@@ -149,6 +133,7 @@ def train(
     best = _best_checkpoint(trainer)
     metrics["best_checkpoint"] = best
 
+    tested_best = bool(cfg.get("test", True)) and best is not None
     if cfg.get("test", True):
         results = trainer.test(
             model, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True
@@ -162,7 +147,8 @@ def train(
     if do_export or do_evaluate:
         from dogbreed.predict import load_checkpoint
 
-        best_model = load_checkpoint(best) if best else model  # loaded once, for export and evaluation
+        # trainer.test(ckpt_path=best) has already loaded the best weights into model: reuse them
+        best_model = load_checkpoint(best) if best and not tested_best else model
 
     if do_export:
         from dogbreed.export import export_all

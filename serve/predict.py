@@ -227,9 +227,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     bulk.add_argument(
         "--precision",
         default="auto",
-        help="with --model: auto, fp32 or bf16. fp32 = exactly the artifact's numbers; bf16 = several "
-        "times faster on CPUs with AVX512-BF16/AMX, same top-1; auto = bf16 where native "
-        "(default %(default)s)",
+        help="with --model: auto, fp32-frozen, fp32, int8 or bf16, as `python -m serve --precision` (its "
+        "--help gives each one's measured speed); auto = fp32-frozen (default %(default)s)",
+    )
+    bulk.add_argument(
+        "--calibration",
+        default=None,
+        help="with --model --precision int8: a folder of images like the scored ones (see python -m serve)",
     )
     bulk.add_argument(
         "--device", default=None, help="with --model: cpu or cuda (default: cuda when available)"
@@ -306,7 +310,7 @@ def local_scorer(args: argparse.Namespace, images: int) -> tuple[LocalScorer, li
     workers = args.decode_workers or decoders
     torch.set_num_threads(args.threads or threads)
     started = time.perf_counter()
-    runner = Runner(load_artifact(args.model, args.device), args.precision)
+    runner = Runner(load_artifact(args.model, args.device), args.precision, args.calibration)
     batch_size = args.max_batch_size
     if args.warmup:
         # Timing sizes 1…n costs n(n+1) forward passes: keep that under a tenth of the images to score.

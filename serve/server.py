@@ -81,7 +81,9 @@ class Engine:
         s = self.settings
         try:
             started = time.perf_counter()
-            runner = Runner(load_torchscript(s.model, s.device), s.precision)
+            runner = Runner(
+                load_torchscript(s.model, s.device), s.precision, s.calibration, s.int8_min_agreement
+            )
             batch_size = runner.warmup(s.max_batch_size) if s.warmup else s.max_batch_size
             self.runner = runner
             self.batcher = MicroBatcher(runner, batch_size, s.max_wait_ms / 1000.0, s.max_queue)  # now ready

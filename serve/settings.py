@@ -13,7 +13,7 @@ import os
 from dataclasses import MISSING, dataclass, field, fields
 
 from serve.inference import Limits
-from serve.runner import PRECISIONS
+from serve.runner import CALIBRATION_IMAGES, MIN_AGREEMENT, PRECISION_HELP, PRECISIONS
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 _LIMITS = Limits()
@@ -81,12 +81,19 @@ class Settings:
         default=1000,
         metadata=_opt("open connections; beyond it the longest-idle one is closed (503 when none is idle)"),
     )
-    precision: str = field(
-        default="fp32",
+    precision: str = field(default="auto", metadata=_opt(PRECISION_HELP, choices=PRECISIONS))
+    calibration: str | None = field(
+        default=None,
         metadata=_opt(
-            "fp32 = exactly the artifact's numbers; bf16 = about 2× the fp32 throughput on CPUs with "
-            "AVX512-BF16/AMX, same top-1, probabilities within ~0.1; auto = bf16 where native",
-            choices=PRECISIONS,
+            "with --precision int8: a folder of images like the ones it will serve (e.g. the validation "
+            f"split); of up to {CALIBRATION_IMAGES} of them, half set the int8 ranges, half check them"
+        ),
+    )
+    int8_min_agreement: float = field(
+        default=MIN_AGREEMENT,
+        metadata=_opt(
+            "with --precision int8: serve int8 only if its top-1 agrees with fp32 on at least this share "
+            "of the held-out half of the calibration images, else fp32-frozen"
         ),
     )
     device: str | None = field(default=None, metadata=_opt("cpu or cuda (default: cuda when available)"))
@@ -106,6 +113,10 @@ class Settings:
     def __post_init__(self) -> None:
         if not os.path.exists(self.model):
             raise ValueError(f"--model {self.model}: no such file or folder (pass outputs/…/model/model.pt)")
+        if self.precision == "int8" and not self.calibration:
+            raise ValueError("--precision int8 needs --calibration DIR (images like the ones served)")
+        if self.calibration and not os.path.isdir(self.calibration):
+            raise ValueError(f"--calibration {self.calibration}: no such folder")
         for f in fields(self):
             value, meta = getattr(self, f.name), f.metadata
             name = flag_name(f)
@@ -113,6 +124,8 @@ class Settings:
                 raise ValueError(f"{name} must be one of {', '.join(meta['choices'])}, got {value!r}")
             if f.name == "port" and not 0 <= value <= 65535:
                 raise ValueError(f"{name} must be 0–65535, got {value}")
+            elif f.name == "int8_min_agreement" and not 0 < value <= 1:
+                raise ValueError(f"{name} must be in (0, 1], got {value}")
             elif f.name == "max_wait_ms" and value < 0:
                 raise ValueError(f"{name} must be ≥ 0, got {value}")
             elif isinstance(value, float) and f.name != "max_wait_ms" and not value > 0:

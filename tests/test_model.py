@@ -108,17 +108,40 @@ def test_gradual_unfreezes_backbone_with_lower_lr(cfg_factory):
     from lightning.pytorch import Callback
 
     class Record(Callback):
-        def on_train_epoch_start(self, trainer, pl_module):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):  # after every epoch-start hook
             opt = trainer.optimizers[0]
             convs = [m.weight for m in pl_module.backbone.modules() if isinstance(m, nn.Conv2d)]
+            bns = [m for m in pl_module.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
             seen[trainer.current_epoch] = (
                 any(w.requires_grad for w in convs),
                 [g["lr"] for g in opt.param_groups],
+                {(m.training, m.weight.requires_grad) for m in bns},
             )
 
-    # BackboneFinetuning keeps BatchNorm trainable (train_bn=True); the convolutions are what it freezes.
     train(cfg, extra_callbacks=[Record()])
     assert seen[0][0] is False and len(seen[0][1]) == 1
-    trainable, lrs = seen[1]
+    # One BatchNorm rule: frozen with the backbone (no gradients, eval mode) in the head-only epoch ...
+    assert seen[0][2] == {(False, False)}
+    trainable, lrs, bn = seen[1]
     assert trainable and len(lrs) == 2
     assert lrs[1] == pytest.approx(lrs[0] * 0.1)
+    assert bn == {(True, True)}  # ... and trained with it after the unfreeze epoch
+
+
+def test_gradual_policy_travels_with_the_module_under_a_users_own_trainer():
+    from dogbreed.model import BreedClassifier, GradualUnfreeze
+
+    gradual = BreedClassifier(
+        ["a", "b"],
+        backbone="mobilenet_v2",
+        weights=None,
+        allow_random_init=True,
+        freeze="gradual",
+        unfreeze_at_epoch=3,
+    )
+    (callback,) = gradual.configure_callbacks()
+    assert isinstance(callback, GradualUnfreeze) and callback.unfreeze_backbone_at_epoch == 3
+    callback.freeze_before_training(gradual)
+    assert gradual.backbone_frozen and not gradual.train().backbone.training
+    frozen = BreedClassifier(["a", "b"], backbone="mobilenet_v2", weights=None, allow_random_init=True)
+    assert frozen.configure_callbacks() == [] and not frozen.train().backbone.training

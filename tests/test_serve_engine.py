@@ -22,7 +22,7 @@ import torch
 
 from serve import server as srv
 from serve.inference import decode_image, load_torchscript
-from serve.runner import Runner, cpu_supports_bf16, pick_batch_size, resolve_precision
+from serve.runner import Runner, pick_batch_size, resolve_precision
 
 
 @pytest.fixture(scope="module")
@@ -179,8 +179,8 @@ def test_bf16_runner_agrees_with_the_fp32_artifact(model_pt, synthetic_root):
     )
 
 
-def test_auto_precision_is_bf16_only_where_it_is_native():
-    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if cpu_supports_bf16() else "fp32")
+def test_auto_precision_is_the_frozen_fp32_graph_everywhere():
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32-frozen"
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
     with pytest.raises(ValueError, match="precision must be one of"):
         resolve_precision("fp8", torch.device("cpu"))
