@@ -27,7 +27,7 @@ import envs
 import pytest
 from jobs import free_port
 
-from launch.deploy import SERVING_ENV
+from launch.model import SERVING_ENV
 
 pytestmark = [pytest.mark.slow, pytest.mark.toolkit]
 TS_PROPERTIES = Path("/etc/sagemaker-ts.properties")  # sagemaker_pytorch_serving_container.torchserve
@@ -83,7 +83,7 @@ def endpoint(training_job: dict, tmp_path_factory: pytest.TempPathFactory) -> It
         tar.extractall(base / "model", filter="data")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PYTHON", "VIRTUAL_ENV"))}
-    env.update(SERVING_ENV)  # what launch.deploy puts in CreateModel's Environment
+    env.update(SERVING_ENV)  # what launch.deploy and launch.transform put in CreateModel's Environment
     env.update(
         SAGEMAKER_BASE_DIR=str(base),
         SAGEMAKER_BIND_TO_PORT=str(port),  # inference and management share it, as on SageMaker
