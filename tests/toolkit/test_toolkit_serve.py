@@ -176,10 +176,10 @@ def test_a_json_batch_gets_one_prediction_per_image(endpoint: dict, synthetic_ro
 @pytest.mark.parametrize(
     ("body", "content_type", "says"),
     [
-        (b"\xff\xd8 not really a jpeg", "image/jpeg", "not an image"),
+        (b"\xff\xd8 not really a jpeg", "image/jpeg", "is not a JPEG, PNG, WebP"),
         (b'{"instances": [', "application/json", "not valid JSON"),
         (b'{"instances": [{"b64": "%%%"}]}', "application/json", "not valid base64"),
-        (b'{"images": []}', "application/json", "'instances'"),
+        (b'{"images": []}', "application/json", "unknown key(s) ['images']"),
     ],
     ids=["corrupt-jpeg", "truncated-json", "bad-base64", "no-instances"],
 )
