@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -129,6 +129,9 @@ class BreedClassifier(pl.LightningModule):
         self.head = build_head(built.num_features, len(self.class_names), **head)
         if freeze == "frozen":
             self.backbone.requires_grad_(False)
+        # What a training/validation/test batch holds: "images", or "features" when
+        # dogbreed.data.cached_mode.CachedFeaturesMode serves the frozen backbone's cached output.
+        self.batch_inputs: Literal["images", "features"] = "images"
         n = len(self.class_names)
         self.metrics = nn.ModuleDict(
             {
@@ -177,8 +180,7 @@ class BreedClassifier(pl.LightningModule):
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch
-        # 2-D input = cached backbone features (frozen backbone + data.cache): only the head runs.
-        logits = self.head(x.float()) if x.ndim == 2 else self(x)
+        logits = self.head(x.float()) if self.batch_inputs == "features" else self(x)
         loss = F.cross_entropy(
             logits, y, label_smoothing=self.hparams.label_smoothing if stage == "train" else 0.0
         )

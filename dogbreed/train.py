@@ -23,6 +23,7 @@ from dogbreed.callbacks.interrupt import exit_status_on_interrupt
 from dogbreed.callbacks.metric_lines import FINAL_KEYS, MetricLines, format_value
 from dogbreed.config import CONFIG_DIR, ConfigError, instantiate, validate
 from dogbreed.console import quiet_third_party
+from dogbreed.data.cached_mode import CachedFeaturesMode
 from dogbreed.data.layout import DatasetError
 from dogbreed.lr_find import mode as lr_find_mode
 from dogbreed.metric_format import LAST_PREFIX, VAL_KEYS
@@ -51,10 +52,14 @@ def _save_config(cfg: DictConfig, output_dir: Path) -> None:
 def build(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict[str, Any]:
     """Instantiate datamodule, model, callbacks, loggers and trainer from ``cfg``, as composed: the
     callbacks are ``cfg.callbacks`` (conf/callbacks/), the precision ``cfg.trainer.precision`` (resolved by
-    ``${precision:auto}``). ``extra_callbacks`` are added as they are (e.g. launch.tune's Optuna pruning)."""
+    ``${precision:auto}``). ``extra_callbacks`` are added as they are (e.g. launch.tune's Optuna pruning).
+    ``objects["features"]`` is the cached-features mode, or None when training runs on images."""
     datamodule = instantiate(cfg.data, seed=cfg.get("seed") or 0, _convert_="partial")
     model = instantiate(cfg.model, class_names=datamodule.class_names, _convert_="partial")
-    datamodule.attach_model(model)
+    datamodule.preprocess = model.preprocess  # resize, crop and normalisation from the backbone's weights
+    # data.cache with a frozen backbone: the datamodule serves the backbone's features, computed once per
+    # image and view, and the model runs only its head on them (None: both stay on images).
+    features = CachedFeaturesMode.attach(model, datamodule)
     callbacks = [
         *_instantiate_group(cfg.get("callbacks")),
         *(extra_callbacks or []),
@@ -67,6 +72,7 @@ def build(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         "cfg": cfg,
         "datamodule": datamodule,
         "model": model,
+        "features": features,
         "callbacks": callbacks,
         "loggers": loggers,
         "trainer": trainer,

@@ -144,19 +144,64 @@ def test_fast_extractor_matches_fp32_features(monkeypatch):
 
 
 def test_training_uses_cached_features_only_when_frozen(cfg_factory, tmp_path, monkeypatch):
+    from dogbreed.data.cached_mode import CachedFeaturesMode
     from dogbreed.train import build
 
     monkeypatch.setenv("DOGBREED_CACHE_DIR", str(tmp_path / "cache"))
-    frozen = build(cfg_factory(["data.cache.enabled=true"]))["datamodule"]
+    objects = build(cfg_factory(["data.cache.enabled=true"]))
+    frozen, mode, model = objects["datamodule"], objects["features"], objects["model"]
+    assert isinstance(mode, CachedFeaturesMode) and frozen.features is mode
+    assert model.batch_inputs == "features" and mode.computed_by(model)
     frozen.setup("fit")
     x, _ = next(iter(frozen.train_dataloader()))
-    assert frozen.uses_feature_cache and x.ndim == 2 and x.shape[1] == 1280
-    assert list((tmp_path / "cache").glob("*/train.pt"))
+    assert x.ndim == 2 and x.shape[1] == 1280 and frozen.datasets["train"] is mode.datasets["train"]
+    assert list((tmp_path / "cache").glob(f"{mode.store.key}/train.pt"))
     for overrides in (["data.cache.enabled=false"], ["data.cache.enabled=true", "model.freeze=full"]):
-        dm = build(cfg_factory(overrides))["datamodule"]
+        objects = build(cfg_factory(overrides))
+        dm = objects["datamodule"]
+        assert objects["features"] is None and dm.features is None
+        assert objects["model"].batch_inputs == "images"
         dm.setup("fit")
         x, _ = next(iter(dm.train_dataloader()))
-        assert not dm.uses_feature_cache and x.ndim == 4
+        assert x.ndim == 4
+
+
+def test_the_model_takes_features_only_when_the_mode_says_so(cfg_factory, tmp_path, monkeypatch):
+    """The step follows ``batch_inputs``, not the batch's shape: a features batch given to a model on
+    images fails loudly instead of being guessed."""
+    from dogbreed.train import build
+
+    monkeypatch.setenv("DOGBREED_CACHE_DIR", str(tmp_path / "cache"))
+    model = build(cfg_factory(["data.cache.enabled=true"]))["model"]
+    features, labels = torch.randn(4, model.num_features), torch.tensor([0, 1, 0, 1])
+    model.backbone.register_forward_hook(lambda *_: pytest.fail("the backbone ran on cached features"))
+    assert torch.isfinite(model.training_step((features, labels), 0))
+    model.batch_inputs = "images"
+    with pytest.raises(RuntimeError):
+        model.training_step((features, labels), 0)
+
+
+def test_evaluation_reuses_the_features_only_for_the_model_whose_backbone_made_them(
+    cfg_factory, tmp_path, monkeypatch
+):
+    import copy
+
+    from dogbreed.evaluate.inference import cached_predictions
+    from dogbreed.train import build
+
+    monkeypatch.setenv("DOGBREED_CACHE_DIR", str(tmp_path / "cache"))
+    objects = build(cfg_factory(["data.cache.enabled=true"]))
+    datamodule, model, mode = objects["datamodule"], objects["model"], objects["features"]
+    preds = cached_predictions(model, datamodule, "test")
+    test = mode.datasets["test"]
+    assert preds is not None and preds.paths == test.paths and len(preds.paths) == len(test)
+    with torch.inference_mode():
+        expected = torch.softmax(model.head(test.features[:, 0].float()), dim=1)
+    assert torch.equal(preds.probs, expected) and torch.equal(preds.targets, test.targets)
+    # Another network (here a copy: equal weights, another backbone object) gets its own forward pass.
+    assert cached_predictions(copy.deepcopy(model), datamodule, "test") is None
+    on_images = build(cfg_factory(["data.cache.enabled=false"]))
+    assert cached_predictions(on_images["model"], on_images["datamodule"], "test") is None
 
 
 @pytest.mark.parametrize(("bf16", "expected"), [(True, "bf16-mixed"), (False, "32-true")])

@@ -83,7 +83,7 @@ def test_random_init_feature_cache_key_follows_the_actual_weights(cfg_factory):
         if cfg.seed is not None:
             pl.seed_everything(int(cfg.seed))  # as train() does before build()
         objects = build(cfg)
-        parts = objects["datamodule"].cache_key_parts
+        parts = objects["features"].key_parts
         assert parts["random_init"] == module_digest(objects["model"].backbone)
         return parts["random_init"]
 

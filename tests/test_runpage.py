@@ -118,7 +118,7 @@ def test_samples_are_the_views_training_used(run: dict):
     from dogbreed.runpage.samples import training_samples
 
     datamodule = run["objects"]["datamodule"]
-    assert datamodule.uses_feature_cache
+    assert datamodule.features is not None
     before = torch.random.get_rng_state()
     samples = training_samples(datamodule, n=4, seed=3)
     assert torch.equal(before, torch.random.get_rng_state())  # the report leaves training's RNG alone

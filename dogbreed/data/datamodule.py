@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import torch
@@ -16,13 +15,12 @@ from torchvision.datasets import ImageFolder
 from dogbreed.backbones import Preprocess
 from dogbreed.cores import usable_cores
 from dogbreed.data import layout as layout_mod
-from dogbreed.data.feature_cache import CachedFeatures, FeatureCache, file_digest, module_digest
 from dogbreed.data.images import load_rgb
 from dogbreed.data.resumable import EpochSampler, ResumableDataLoader, ignore_sigint
 from dogbreed.data.transforms import eval_transform, train_transform
-from dogbreed.perf import FeatureExtractor
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from dogbreed.data.cached_mode import CachedFeaturesMode
 
 
 def default_num_workers() -> int:
@@ -44,7 +42,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
     """Loads ``root/{train,valid|val,test}/<class>/<image>`` with transforms matching the backbone.
 
     The class sets of the splits are checked (and empty classes rejected) when the module is built,
-    so a broken dataset fails before any training starts.
+    so a broken dataset fails before any training starts. ``preprocess`` is the backbone's (``build()``
+    assigns ``model.preprocess``); ``cache`` holds the ``data.cache`` settings that
+    :class:`~dogbreed.data.cached_mode.CachedFeaturesMode` reads.
     """
 
     def __init__(
@@ -76,8 +76,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.seed = seed
         self.preprocess = preprocess or Preprocess()
         self.cache = {"enabled": False, "dir": None, "views": 1, "batch_size": 64, **dict(cache or {})}
-        self.extractor: FeatureExtractor | None = None
-        self.cache_key_parts: dict[str, Any] = {}
+        # Set by CachedFeaturesMode.attach: the splits are then the frozen backbone's cached features.
+        self.features: CachedFeaturesMode | None = None
         self.layout = layout_mod.find_splits(self.root)
         self.class_names: list[str] = layout_mod.check_structure(self.layout)
         self.datasets: dict[str, Dataset] = {}
@@ -85,35 +85,6 @@ class ImageFolderDataModule(pl.LightningDataModule):
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
-
-    @property
-    def uses_feature_cache(self) -> bool:
-        return self.extractor is not None
-
-    def attach_model(self, model: Any) -> None:
-        """Take the model's preprocessing; with a frozen backbone and ``data.cache.enabled``, serve cached
-        backbone features instead of images (the model then runs only its head)."""
-        self.preprocess = model.preprocess
-        if self.cache["enabled"] and model.hparams.freeze == "frozen":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-            self.extractor = FeatureExtractor(
-                model.backbone, device=device, fast=bool(self.cache.get("fast", True))
-            )
-            hp = model.hparams
-            self.cache_key_parts = {
-                "backbone": hp.backbone,
-                "weights": hp.weights if model.pretrained else None,
-                "weights_file": file_digest(hp.weights_file) if hp.weights_file else None,
-                "random_init": None if model.pretrained else module_digest(model.backbone),
-                "preprocess": self.preprocess.to_dict(),
-                "augment": self.augment,
-                "extractor": self.extractor.describe(),
-                "torch": torch.__version__.split("+")[0],
-            }
-            log.info(
-                "Feature cache on (%s): the frozen backbone runs once per image and view",
-                self.extractor.describe(),
-            )
 
     def _dataset(self, split: str) -> Dataset:
         transform = (
@@ -128,24 +99,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
             raise layout_mod.DatasetError(
                 f"{self.layout.splits[split]}: class folders changed since the dataset was checked"
             )
-        if self.extractor is None:
-            return ds
-        views = max(1, int(self.cache["views"])) if split == "train" else 1
-        cache = FeatureCache(self.cache.get("dir"), self.cache_key_parts)
-        features = cache.features(
-            split,
-            [p for p, _ in ds.samples],
-            views,
-            self.extractor,
-            eval_transform(self.preprocess),
-            train_transform(self.preprocess, self.augment),
-            self.preprocess.resize_size,
-            batch_size=int(self.cache["batch_size"]),
-            num_workers=self.num_workers,
-        )
-        return CachedFeatures(
-            features, ds.targets, random_view=split == "train", paths=[p for p, _ in ds.samples]
-        )
+        return ds if self.features is None else self.features.dataset(split, ds)
 
     def setup(self, stage: str | None = None) -> None:
         if self.verify and not getattr(self, "_verified", False):
@@ -180,7 +134,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
             cls, sampler = ResumableDataLoader, EpochSampler(len(dataset), shuffle=True, seed=self.seed)
         else:
             cls, sampler = DataLoader, None
-        if self.uses_feature_cache:  # in-memory tensors: worker processes would only add latency
+        if self.features is not None:  # in-memory tensors: worker processes would only add latency
             return cls(dataset, batch_size=self.batch_size, sampler=sampler)
         return cls(
             dataset,

@@ -95,8 +95,8 @@ def evaluate(
     label: str | None = None,
 ) -> Report:
     """Evaluate ``model`` (a BreedClassifier, or a path ``load_module`` reads) on the ImageFolder split
-    ``folder`` and write the report into ``reports_dir``. A ``datamodule`` serving cached backbone features
-    (frozen backbone) lets a checkpoint be evaluated from those features instead of the images."""
+    ``folder`` and write the report into ``reports_dir``. A ``datamodule`` in the cached-features mode (frozen
+    backbone) lets the run's own model be evaluated from those features instead of the images."""
     settings = settings or EvalSettings()
     label = label or (str(model) if isinstance(model, str | Path) else f"{type(model).__name__} (in memory)")
     module = load_module(model) if isinstance(model, str | Path) else model

@@ -23,7 +23,6 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
-from dogbreed.data.feature_cache import CachedFeatures
 from dogbreed.data.images import load_rgb
 from dogbreed.data.layout import SPLIT_ALIASES, DatasetError, find_splits
 from dogbreed.data.transforms import eval_transform
@@ -130,14 +129,15 @@ def predict_split(
 
 
 def cached_predictions(model: nn.Module, datamodule: Any, split: str) -> Predictions | None:
-    """With a frozen backbone and the feature cache, run only the head over the split's cached features:
-    the exact numbers ``trainer.test`` computed, without decoding or re-embedding a single image.
-    None when the datamodule does not serve cached features."""
-    if not getattr(datamodule, "uses_feature_cache", False) or not hasattr(model, "head"):
+    """With the cached-features mode (``datamodule.features``) and the model whose backbone computed them,
+    run only the head over the split's cached features: the exact numbers ``trainer.test`` computed, without
+    decoding or re-embedding a single image. None otherwise (then the images are predicted)."""
+    mode = datamodule.features
+    if mode is None or not mode.computed_by(model):
         return None
     datamodule.setup("test" if split == "test" else None)
-    dataset = datamodule.datasets.get(split)
-    if not isinstance(dataset, CachedFeatures) or len(dataset.paths) != len(dataset):
+    dataset = mode.datasets.get(split)
+    if dataset is None:
         return None
     model = model.eval().cpu().float()
     with torch.inference_mode():

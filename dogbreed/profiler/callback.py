@@ -25,6 +25,7 @@ import torch
 from dogbreed.atomic import replacing
 from dogbreed.callbacks.state import pack, unpack
 from dogbreed.cores import usable_cores
+from dogbreed.data.datamodule import ImageFolderDataModule
 from dogbreed.perf import bf16_native
 from dogbreed.profiler.builtin_rules import resolve_params, run_profiler_rules
 from dogbreed.profiler.report import write_report
@@ -41,13 +42,10 @@ _fits_in_process = 0  # the first fit in a process measures initialisation from 
 
 def _feature_cache_state(datamodule: Any) -> bool | None:
     """True: the run trains from cached backbone features; False: it could (``data.cache``) but does not;
-    None: the data module has no feature cache."""
-    cache = getattr(datamodule, "cache", None)
-    if cache is None:
+    None: another data module, which has no feature cache."""
+    if not isinstance(datamodule, ImageFolderDataModule):
         return None
-    if hasattr(datamodule, "uses_feature_cache"):
-        return bool(datamodule.uses_feature_cache)
-    return bool(cache.get("enabled")) if isinstance(cache, Mapping) else bool(cache)
+    return datamodule.features is not None
 
 
 # Fields holding time.perf_counter() seconds: moved to wall-clock time in a checkpoint (a resumed process
