@@ -13,7 +13,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from dogbreed.backbones import Preprocess, build_backbone, preprocess_for
-from dogbreed.config import freeze_policy
+from dogbreed.config import at_least, freeze_policy
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
@@ -92,8 +92,7 @@ class BreedClassifier(pl.LightningModule):
             raise ValueError(f"model.optimizer={optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
         if scheduler not in SCHEDULERS:
             raise ValueError(f"model.scheduler={scheduler!r}: use one of {', '.join(SCHEDULERS)}")
-        if lr < 0:
-            raise ValueError(f"model.lr must be >= 0, got {lr}")
+        at_least("model.lr", lr, 0)  # the rule validate() applies to the config
         if len(class_names) < 2:
             raise ValueError(f"need at least 2 classes, got {list(class_names)}")
         head = dict(head or {})
@@ -185,7 +184,17 @@ class BreedClassifier(pl.LightningModule):
             logits, y, label_smoothing=self.hparams.label_smoothing if stage == "train" else 0.0
         )
         on_step = stage == "train"
-        self.log(f"{stage}_loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log(
+            f"{stage}_loss",
+            loss,
+            on_step=on_step,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(y),
+            # under DDP each rank sees a shard: the loss is the mean over all of them, as the accuracy
+            # metrics are, so every rank picks the same best checkpoint (a no-op in one process)
+            sync_dist=True,
+        )
         self.metrics[f"{stage}_acc"](logits, y)
         self.log(
             f"{stage}_acc",

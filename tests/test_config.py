@@ -15,6 +15,8 @@ import torch
 from omegaconf import OmegaConf
 
 from dogbreed.config import CONFIG_DIR, ConfigError, compose, validate
+from dogbreed.data import ImageFolderDataModule
+from dogbreed.model import BreedClassifier
 from dogbreed.perf import auto_precision
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,6 +172,24 @@ def test_validation_names_the_key(override, key, tmp_path):
     cfg = compose("train", [override, f"paths.output_dir={tmp_path}"])
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate(cfg)
+
+
+@pytest.mark.parametrize(
+    ("override", "build"),
+    [
+        ("data.batch_size=0", lambda root: ImageFolderDataModule(root, batch_size=0)),
+        ("data.num_workers=-1", lambda root: ImageFolderDataModule(root, num_workers=-1)),
+        ("model.lr=-0.1", lambda root: BreedClassifier(["a", "b"], "mobilenet_v2", weights=None, lr=-0.1)),
+    ],
+)
+def test_building_from_python_applies_the_rule_validate_applies(override, build, synthetic_root, tmp_path):
+    """One rule, one message: the config check and the constructor say the same thing."""
+    cfg = compose("train", [override, f"data.root={synthetic_root}", f"paths.output_dir={tmp_path}"])
+    with pytest.raises(ConfigError) as from_config:
+        validate(cfg)
+    with pytest.raises(ConfigError) as from_python:
+        build(synthetic_root)
+    assert str(from_python.value) == str(from_config.value)
 
 
 def test_config_dir_is_inside_the_installed_package_layout(tmp_path):

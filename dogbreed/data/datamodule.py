@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 
 from dogbreed.backbones import Preprocess
+from dogbreed.config import at_least
 from dogbreed.cores import usable_cores
 from dogbreed.data import layout as layout_mod
 from dogbreed.data.images import load_rgb
@@ -66,9 +67,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
             from dogbreed.data.synthetic import SyntheticSpec, ensure
 
             ensure(self.root, SyntheticSpec(**dict(synthetic)))
+        at_least("data.batch_size", batch_size, 1)  # the rules validate() applies to the config
+        at_least("data.num_workers", num_workers, 0, " (or null for automatic)")
         self.batch_size = int(batch_size)
-        if self.batch_size < 1:
-            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
         self.num_workers = default_num_workers() if num_workers is None else int(num_workers)
         self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
         self.augment = dict(augment or {})
