@@ -347,7 +347,11 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     polite = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _interrupt) if polite else None  # kill stops like Ctrl-C
+    # kill stops like Ctrl-C, and Ctrl-C stops cleanly even where the shell started us with SIGINT ignored
+    # (a background job of a script)
+    previous = (
+        {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)} if polite else {}
+    )
     try:
         if args.out:
             return score_into(args)
@@ -359,8 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     finally:
-        if polite:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":
