@@ -101,6 +101,17 @@ def _validation_metrics(trainer: pl.Trainer) -> dict[str, Any]:
     }
 
 
+def _say_why_it_stopped_early(trainer: pl.Trainer) -> None:
+    """One console line when EarlyStopping ended the fit before ``trainer.max_epochs``."""
+    stop = trainer.early_stopping_callback
+    if trainer.is_global_zero and stop is not None and stop.stopped_epoch:
+        print(
+            f"Stopped early after epoch {stop.stopped_epoch}: {stop.monitor} had not improved for "
+            f"{stop.patience} epochs (best {format_value(float(stop.best_score))}; callbacks.early_stopping)",
+            flush=True,
+        )
+
+
 def train(
     cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -131,6 +142,7 @@ def train(
     log_config(trainer.loggers, cfg)
     with exit_status_on_interrupt(trainer):  # SIGTERM/SIGINT: checkpoint saved, exit 143/130
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    _say_why_it_stopped_early(trainer)
     metrics: dict[str, Any] = {
         **_validation_metrics(trainer),
         "epochs": trainer.current_epoch,

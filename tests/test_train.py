@@ -46,6 +46,30 @@ def test_run_learns_and_writes_the_documented_layout(trained_run):
     assert saved["objective"] == saved["val_acc"]
 
 
+def test_an_early_stop_says_why_on_the_console(cfg_factory, capsys):
+    # min_delta larger than any loss change: val_loss never "improves", so patience 1 stops after epoch 1.
+    cfg = cfg_factory(
+        [
+            "trainer.max_epochs=5",
+            "trainer.limit_train_batches=1",
+            "export.enabled=false",
+            "evaluate.enabled=false",
+            "logger=none",
+            "callbacks.early_stopping.patience=1",
+            "callbacks.early_stopping.min_delta=100",
+        ]
+    )
+    metrics, _ = train(cfg)
+    out = capsys.readouterr().out
+    assert metrics["epochs"] == 2
+    assert re.search(
+        r"^Stopped early after epoch 1: val_loss had not improved for 1 epochs \(best [0-9.]+; "
+        r"callbacks\.early_stopping\)$",
+        out,
+        re.MULTILINE,
+    ), out
+
+
 def test_stdout_has_epoch_lines_and_final_key_values(cfg_factory, capsys):
     # The kept checkpoint is the epoch of the *highest* val_loss: not the last one on a run that learns.
     cfg = cfg_factory(

@@ -39,10 +39,8 @@ def _metrics_csv(trainer: pl.Trainer) -> Path | None:
 
 
 def _run_info(cfg: DictConfig, objects: dict[str, Any]) -> dict[str, Any]:
-    from lightning.pytorch.callbacks import EarlyStopping
-
     trainer, model, datamodule = objects["trainer"], objects["model"], objects["datamodule"]
-    stop = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
+    stop = trainer.early_stopping_callback
     return {
         "backbone": cfg.model.backbone,
         "weights": cfg.model.weights,
