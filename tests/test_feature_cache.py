@@ -113,6 +113,30 @@ def test_unreadable_cache_is_recomputed_not_trusted(images, tmp_path):
     assert counting.seen == len(images)
 
 
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_computing_features_leaves_the_random_state_as_reading_them_does(images, tmp_path, num_workers):
+    """Same seed, same run, whether the cache was cold or warm."""
+    cache, counting = FeatureCache(tmp_path / "c", {"k": 1}), Counting()
+    draws = []
+    for _ in ("cold", "warm"):
+        torch.manual_seed(0)
+        feats = cache.features(
+            "train",
+            images[:4],
+            2,
+            counting,
+            eval_transform(PRE),
+            train_transform(PRE, AUG),
+            PRE.resize_size,
+            batch_size=2,
+            num_workers=num_workers,
+        )
+        draws.append((feats, torch.rand(3)))
+    assert counting.seen == 4 * 2  # the second pass read the cache
+    (cold, after_cold), (warm, after_warm) = draws
+    assert torch.equal(cold, warm) and torch.equal(after_cold, after_warm)
+
+
 def test_augmented_views_are_distinct_and_reproducible(images, tmp_path):
     feats = compute(FeatureCache(tmp_path / "a", {"k": 1}), images[:4], Counting(), views=3)
     again = compute(FeatureCache(tmp_path / "b", {"k": 1}), images[:4], Counting(), views=3)

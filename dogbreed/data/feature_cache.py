@@ -154,9 +154,12 @@ class FeatureCache:
                 len(missing),
                 views,
             )
-            for batch in _progress(loader, f"caching {split} features"):
-                chunks.append(extractor(batch).to(torch.float16))
-                done += len(batch)
+            # A cold cache must leave the run's random state as a warm one does (the head's dropout draws
+            # from it): the loader's worker seeds and the seeded views draw from a fork.
+            with torch.random.fork_rng(devices=[]):
+                for batch in _progress(loader, f"caching {split} features"):
+                    chunks.append(extractor(batch).to(torch.float16))
+                    done += len(batch)
             elapsed = time.perf_counter() - started
             log.info(
                 "Feature cache %s/%s: %d forward passes in %.1fs (%.1f img/s)",
