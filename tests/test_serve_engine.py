@@ -162,6 +162,7 @@ def test_a_missing_model_is_a_usage_error(tmp_path, capsys):
     assert info.value.code == 2 and f"--model {tmp_path / 'nope.pt'}: no such file" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # 17 s where bf16 is emulated (AVX2); the opt-in --precision bf16 path, not the default
 def test_bf16_runner_agrees_with_the_fp32_artifact(model_pt, synthetic_root):
     model = load_torchscript(str(model_pt), "cpu")
     images = [decode_image(p.read_bytes()) for p in sorted((synthetic_root / "test").glob("*/*.jpg"))]

@@ -62,6 +62,7 @@ def finished(storage: optuna.storages.BaseStorage) -> list[optuna.trial.FrozenTr
     return [t for t in study.trials if t.state in FINISHED]
 
 
+@pytest.mark.slow  # two sweeps in subprocesses (19 s): the slow lane runs it, next to the PostgreSQL one
 def test_processes_sharing_a_journal_file_run_exactly_max_jobs_trials(synthetic_root, tmp_path):
     out = tmp_path / "sweep"  # the same folder for both: its study.journal is the shared storage
     args = [f"data.root={synthetic_root}", f"paths.output_dir={out}"]
