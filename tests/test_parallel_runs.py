@@ -116,6 +116,7 @@ def test_two_processes_generating_the_demo_data_both_succeed_and_generate_it_onc
     assert outs == [[final, str(3 * 40)]] * 2
 
 
+@pytest.mark.slow  # two subprocesses that each import torch (10 s), beside the other parallel-run tests
 def test_two_processes_writing_the_same_feature_cache_entry_both_succeed(synthetic_root, tmp_path):
     workers = 2
     script = textwrap.dedent(

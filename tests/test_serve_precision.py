@@ -39,6 +39,7 @@ def test_auto_is_the_frozen_fp32_graph_within_1e_3_of_fp32(model_pt, synthetic_r
     assert torch.equal(got.argmax(1), reference.argmax(1))
 
 
+@pytest.mark.slow  # quantizes and checks on 64 images (11 s): the opt-in --precision int8 path
 def test_int8_is_served_only_at_its_checked_agreement_else_fp32_frozen(
     model_pt, synthetic_root, tmp_path, caplog
 ):

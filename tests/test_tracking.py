@@ -29,6 +29,7 @@ def test_flat_params_are_the_training_keys(cfg_factory):
     assert not any(k.startswith(("callbacks.", "logger.", "paths.")) for k in params)
 
 
+@pytest.mark.slow  # a whole run plus MLflow's SQLite store (10 s): the opt-in logger=mlflow
 def test_a_run_round_trips_through_mlflow(cfg_factory, tmp_path: Path, monkeypatch):
     from mlflow import MlflowClient
 
