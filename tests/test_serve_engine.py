@@ -173,7 +173,7 @@ def test_bf16_runner_agrees_with_the_fp32_artifact(model_pt, synthetic_root):
         reference = model.predict_images(images)
         assert torch.equal(fp32(images), reference)
         fast = bf16(images)
-    # bf16 rounding may flip a near tie (the fixture model is unsure on its hard test images): clear ones agree
+    # bf16 rounding may flip a near tie (the fixture model is unsure on its hard images): clear ones agree
     top2 = reference.topk(2, dim=1).values
     clear = top2[:, 0] - top2[:, 1] > 0.1
     assert clear.sum() >= len(images) // 2 and torch.equal(fast.argmax(1)[clear], reference.argmax(1)[clear])
